@@ -1,0 +1,3 @@
+"""Continuous invoice delivery over each customer's preferred channel, run by Apache Airflow."""
+
+__version__ = "0.1.0"

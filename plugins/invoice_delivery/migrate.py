@@ -52,7 +52,9 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-def apply_migrations(target: settings.PostgresTarget | None = None) -> list[str]:
+def apply_migrations(
+    target: settings.PostgresTarget | None = None, directory: Path = MIGRATIONS_DIR
+) -> list[str]:
     """Apply pending migrations; return the names of those applied by this call."""
     applied_now = []
     with db.connect(target, autocommit=True) as conn:
@@ -64,7 +66,7 @@ def apply_migrations(target: settings.PostgresTarget | None = None) -> list[str]
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {row["version"]: row for row in conn.execute("SELECT * FROM public.schema_migration")}
-            for migration in load_migrations():
+            for migration in load_migrations(directory):
                 previous = done.get(migration.version)
                 if previous:
                     if previous["checksum"] != migration.checksum:

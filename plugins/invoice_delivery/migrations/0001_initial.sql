@@ -219,6 +219,18 @@ CREATE TABLE delivery.quarantine (
 );
 CREATE UNIQUE INDEX quarantine_open_idx ON delivery.quarantine (invoice_id) WHERE released_at IS NULL;
 
+-- The full Great Expectations result of each validated batch, for people to read.
+CREATE TABLE delivery.validation_result (
+    batch_id        bigint PRIMARY KEY REFERENCES delivery.batch,
+    run_id          text NOT NULL,
+    validated       int NOT NULL,
+    passed          int NOT NULL,
+    quarantined     int NOT NULL,
+    by_rule         jsonb NOT NULL,
+    result          jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
 -- Cached mailbox recipient matches (the gateway's usermatch), so each run does not ask again.
 CREATE TABLE delivery.mailbox_match (
     personal_number text PRIMARY KEY,

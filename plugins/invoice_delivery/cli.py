@@ -1,0 +1,229 @@
+"""The ``invoice-delivery`` command: run the demo or the local stack, and read the ledger.
+
+Run ``invoice-delivery --help`` for the commands. Commands that read the ledger start the
+embedded PostgreSQL for their own duration when it is not running (and no external database is
+configured), so they work after ``make demo`` has exited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from invoice_delivery import settings
+
+log = logging.getLogger("invoice_delivery.cli")
+
+SAMPLES_DIR = settings.PROJECT_ROOT / "include" / "samples" / "peppol"
+
+
+def _connect():
+    from invoice_delivery import db
+
+    return db.connect(settings.invoice_db_target())
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from invoice_delivery import devenv
+
+    with devenv.database():
+        pass
+    print(f"Invoice database at {settings.invoice_db_target().describe()} is up to date.")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from invoice_delivery import devenv, reports
+
+    with devenv.database(), _connect() as conn:
+        counts = reports.status_counts(conn)
+    print(json.dumps(counts, indent=2, sort_keys=True) if args.json else reports.format_status(counts))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from invoice_delivery import devenv, reports
+
+    with devenv.database(), _connect() as conn:
+        invoices = reports.invoice_path(conn, args.invoice_number)
+    if not invoices:
+        print(f"No invoice numbered {args.invoice_number!r} in billing.invoice; "
+              f"`invoice-delivery status` shows what the ledger holds.", file=sys.stderr)
+        return 1
+    print("\n\n".join(reports.format_invoice_path(invoice) for invoice in invoices))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from invoice_delivery import devenv
+    from invoice_delivery.ingest.ubl import ingest_files
+
+    paths: list[Path] = []
+    for path in args.paths:
+        if path.is_dir():
+            paths.extend(sorted(path.glob("*.xml")))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            print(f"{path} is neither a file nor a folder; give UBL files or folders of them", file=sys.stderr)
+            return 2
+    with devenv.database(), _connect() as conn:
+        report = ingest_files(conn, paths, ready_at=datetime.now(UTC), rejected_dir=args.rejected_dir)
+    print(report)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from invoice_delivery import devenv
+    from invoice_delivery.ingest.generator import generate
+
+    if args.count < 1:
+        print(f"count must be at least 1, got {args.count}", file=sys.stderr)
+        return 2
+    now = datetime.now(UTC)
+    with devenv.database(), _connect() as conn:
+        report = generate(conn, args.count, seed=args.seed, ready_from=now - timedelta(minutes=args.spread_minutes),
+                          ready_until=now)
+    print(report)
+    return 0
+
+
+def _run_step(title: str) -> float:
+    print(f"==> {title}", flush=True)
+    return time.monotonic()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Set up everything, run ``invoice_delivery`` once through Airflow, print the ledger, stop."""
+    from invoice_delivery import devenv, reports
+    from invoice_delivery.ingest.generator import generate
+    from invoice_delivery.ingest.ubl import ingest_files
+    from invoice_delivery.simulator.process import SimulatorProcess
+
+    started = time.monotonic()
+    env = devenv.airflow_env()
+    logs = settings.data_dir() / "logs"
+    _run_step("Starting the embedded PostgreSQL and applying migrations (the invoice database starts empty)")
+    with devenv.database(reset_invoices=True):
+        _run_step("Migrating Airflow's metadata database")
+        devenv.run_airflow(["db", "migrate"], env, log_file=logs / "airflow-db-migrate.log")
+        now = datetime.now(UTC)
+        with _connect() as conn:
+            _run_step(f"Ingesting the Peppol samples from {SAMPLES_DIR}")
+            print(ingest_files(conn, sorted(SAMPLES_DIR.glob("*.xml")), ready_at=now - timedelta(minutes=2)))
+            _run_step(f"Generating {args.invoices} synthetic invoices")
+            print(generate(conn, args.invoices, seed=args.seed, ready_from=now - timedelta(minutes=4),
+                           ready_until=now - timedelta(seconds=1)))
+        _run_step(f"Starting the gateway simulator on 127.0.0.1:{devenv.simulator_port()}")
+        with SimulatorProcess(devenv.simulator_port()):
+            step = _run_step("Running the DAG invoice_delivery through Airflow (airflow dags test)")
+            log_file = logs / "invoice_delivery-dags-test.log"
+            devenv.run_airflow(["dags", "test", "invoice_delivery"], env, log_file=log_file)
+            print(f"    done in {time.monotonic() - step:.1f}s; Airflow's output is in {log_file}")
+        with _connect() as conn:
+            counts = reports.status_counts(conn)
+    print()
+    print(reports.format_status(counts))
+    print(f"\nDemo finished in {time.monotonic() - started:.0f}s. Nothing is left running.")
+    print("Next: .venv/bin/invoice-delivery status --json, or .venv/bin/invoice-delivery show INVOICE_NUMBER")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run Airflow (api-server on :8080, scheduler, dag-processor, triggerer) and the simulator."""
+    from invoice_delivery import devenv
+    from invoice_delivery.simulator.process import SimulatorProcess
+
+    env = devenv.airflow_env()
+    users_file = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    with devenv.database() as _:
+        devenv.run_airflow(["db", "migrate"], env, log_file=settings.data_dir() / "logs" / "airflow-db-migrate.log")
+        users_file.parent.mkdir(parents=True, exist_ok=True)
+        if not users_file.exists():
+            users_file.write_text(json.dumps({"admin": "admin"}))
+        with SimulatorProcess(devenv.simulator_port()):
+            print(f"Gateway simulator on http://127.0.0.1:{devenv.simulator_port()}")
+            print("Airflow UI on http://localhost:8080  (login: admin / password: admin, local only)")
+            print("Ctrl-C stops everything.", flush=True)
+            import subprocess
+
+            process = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env,
+                                       start_new_session=True)
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                print("\nStopping Airflow ...", flush=True)
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except Exception:
+                    os.killpg(process.pid, signal.SIGKILL)
+                return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from invoice_delivery.simulator.__main__ import main as simulator_main
+
+    return simulator_main(["--host", "127.0.0.1", "--port", str(args.port)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="invoice-delivery", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply the invoice database migrations").set_defaults(func=cmd_migrate)
+
+    status = sub.add_parser("status", help="count documents per channel and delivery state")
+    status.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    status.set_defaults(func=cmd_status)
+
+    show = sub.add_parser("show", help="print one invoice's path through the lifecycle")
+    show.add_argument("invoice_number")
+    show.set_defaults(func=cmd_show)
+
+    ingest = sub.add_parser("ingest-ubl", help="ingest Peppol BIS Billing 3.0 UBL files or folders")
+    ingest.add_argument("paths", nargs="+", type=Path)
+    ingest.add_argument("--rejected-dir", type=Path, help="move files that fail to parse here, with a reason file")
+    ingest.set_defaults(func=cmd_ingest)
+
+    generate = sub.add_parser("generate", help="generate synthetic Swedish consumer invoices")
+    generate.add_argument("count", type=int)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--spread-minutes", type=int, default=5,
+                          help="spread ready times over this many minutes before now (default 5)")
+    generate.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="set up, run invoice_delivery once through Airflow, print the ledger")
+    demo.add_argument("--invoices", type=int, default=1000, help="synthetic invoices to generate (default 1000)")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.set_defaults(func=cmd_demo)
+
+    sub.add_parser("up", help="run Airflow with its UI on :8080 and the gateway simulator").set_defaults(func=cmd_up)
+
+    simulator = sub.add_parser("simulator", help="run the gateway simulator in the foreground")
+    simulator.add_argument("--port", type=int, default=8025)
+    simulator.set_defaults(func=cmd_simulator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except settings.ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Send a batch's rendered messages: claim, call the gateway, record the outcome.
+
+The order is the safety argument:
+
+1. Resolve rows a previous try left in ``sending`` by asking the gateway for their idempotency
+   key: found means accepted (record it), not found means never received (send it again with the
+   same key, which the gateway deduplicates anyway).
+2. Claim rendered rows with ``FOR UPDATE SKIP LOCKED`` and commit them as ``sending`` *before* any
+   HTTP call, so a crash after the call leaves a row that step 1 resolves, never a blind resend.
+3. Call the gateways, then record accepted and rejected rows in one transaction. Rows whose
+   outcome is unknown (gateway down after retries) stay ``sending`` and the task fails, so
+   Airflow's retry resolves them through step 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import phonenumbers
+import psycopg
+
+from invoice_delivery import fallback, ledger
+from invoice_delivery.channels import RECEIPT_DEADLINES, SendOutcome, TransientGatewayError
+from invoice_delivery.channels.mailbox import MailboxMessage
+from invoice_delivery.channels.sms import SmsMessage
+from invoice_delivery.context import RunContext
+from invoice_delivery.masking import project_logger
+
+log = project_logger(__name__)
+
+
+class ChannelClient(Protocol):
+    async def send(self, messages: list[Any]) -> list[SendOutcome]: ...
+
+    async def lookup(self, keys: list[str]) -> dict[str, str | None]: ...
+
+
+_BATCH_ROWS = """
+SELECT d.delivery_id FROM delivery.delivery d
+JOIN delivery.batch_item bi ON bi.invoice_id = d.invoice_id
+WHERE bi.batch_id = %s AND d.state = %s
+"""
+
+_MESSAGE_SQL = """
+SELECT d.delivery_id, d.invoice_id, d.channel, d.idempotency_key, m.body, m.content_type,
+       c.mobile, c.country AS customer_country
+FROM delivery.delivery d
+JOIN delivery.message m ON m.delivery_id = d.delivery_id
+JOIN billing.invoice i ON i.invoice_id = d.invoice_id
+JOIN billing.customer c ON c.customer_id = i.customer_id
+WHERE d.delivery_id = ANY(%s)
+ORDER BY d.delivery_id
+"""
+
+
+def _resolve_unfinished(conn: psycopg.Connection, ctx: RunContext, batch_id: int,
+                        clients: dict[str, ChannelClient]) -> list[int]:
+    """Settle rows left in ``sending``; return the ids the gateway never received (to send again)."""
+    rows = conn.execute(
+        "SELECT d.delivery_id, d.channel, d.idempotency_key FROM delivery.delivery d"
+        " JOIN delivery.batch_item bi ON bi.invoice_id = d.invoice_id"
+        " WHERE bi.batch_id = %s AND d.state = 'sending' FOR UPDATE OF d SKIP LOCKED",
+        (batch_id,),
+    ).fetchall()
+    if not rows:
+        return []
+    by_channel: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_channel[row["channel"]].append(row)
+    found: list[SendOutcome] = []
+    resend: list[int] = []
+    for channel, items in by_channel.items():
+        answers = asyncio.run(clients[channel].lookup([r["idempotency_key"] for r in items]))
+        for item in items:
+            message_id = answers.get(item["idempotency_key"])
+            if message_id:
+                found.append(SendOutcome(item["delivery_id"], True, message_id=message_id))
+            else:
+                resend.append(item["delivery_id"])
+    _record(conn, ctx, found)
+    log.info("Batch %s: %d unfinished sends resolved by lookup (%d found at the gateway, %d to send again)",
+             batch_id, len(rows), len(found), len(resend))
+    return resend
+
+
+def _claim(conn: psycopg.Connection, ctx: RunContext, batch_id: int) -> list[int]:
+    rows = conn.execute(
+        "UPDATE delivery.delivery d SET state = 'sending', claimed_at = now(), sent_run_id = %s, updated_at = now()"
+        " WHERE d.delivery_id IN ("
+        "   SELECT d2.delivery_id FROM delivery.delivery d2"
+        "   JOIN delivery.batch_item bi ON bi.invoice_id = d2.invoice_id"
+        "   WHERE bi.batch_id = %s AND d2.state = 'rendered' AND (d2.not_before IS NULL OR d2.not_before <= now())"
+        "   FOR UPDATE OF d2 SKIP LOCKED)"
+        " RETURNING d.delivery_id, d.invoice_id, d.channel",
+        (ctx.run_id, batch_id),
+    ).fetchall()
+    ledger.record_events(
+        conn, ctx, "delivery_state_changed",
+        ({"invoice_id": r["invoice_id"], "delivery_id": r["delivery_id"], "channel": r["channel"],
+          "from_state": "rendered", "to_state": "sending"} for r in rows),
+    )
+    return [r["delivery_id"] for r in rows]
+
+
+def _e164(mobile: str, country: str | None) -> str:
+    return phonenumbers.format_number(phonenumbers.parse(mobile, country or "SE"), phonenumbers.PhoneNumberFormat.E164)
+
+
+def _build(row: dict[str, Any]) -> Any:
+    if row["channel"] == "sms":
+        dcs = "UCS2" if "dcs=UCS2" in row["content_type"] else "GSM"
+        return SmsMessage(row["delivery_id"], row["idempotency_key"], _e164(row["mobile"], row["customer_country"]),
+                          bytes(row["body"]).decode(), dcs)
+    if row["channel"] == "mailbox":
+        return MailboxMessage(row["delivery_id"], row["idempotency_key"], bytes(row["body"]))
+    raise ValueError(f"no sender for channel {row['channel']!r}")
+
+
+def _record(conn: psycopg.Connection, ctx: RunContext, outcomes: list[SendOutcome]) -> dict[str, int]:
+    now = datetime.now(UTC)
+    channels = {
+        r["delivery_id"]: r["channel"]
+        for r in conn.execute("SELECT delivery_id, channel FROM delivery.delivery WHERE delivery_id = ANY(%s)",
+                              ([o.delivery_id for o in outcomes],))
+    }
+    accepted = [
+        ledger.Change(o.delivery_id, {"gateway_message_id": o.message_id, "accepted_at": now,
+                                      "expires_at": now + RECEIPT_DEADLINES[channels[o.delivery_id]]})
+        for o in outcomes if o.accepted
+    ]
+    rejected = [ledger.Change(o.delivery_id, {"reason": o.reason}) for o in outcomes if not o.accepted and o.reason]
+    moved = ledger.transition(conn, ctx, accepted, from_states=["sending"], to_state="accepted")
+    ledger.set_document_status(conn, ctx, sorted({r["invoice_id"] for r in moved}), "in_progress",
+                               from_statuses=["routed", "in_progress"])
+    failed = ledger.transition(conn, ctx, rejected, from_states=["sending"], to_state="failed")
+    fallback.plan_next_attempts(conn, ctx, failed)
+    return {"accepted": len(moved), "rejected": len(failed)}
+
+
+def send_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int,
+               clients: dict[str, ChannelClient]) -> dict[str, int]:
+    """Send the batch's rendered messages; return counts. ``conn`` must not be in autocommit mode."""
+    resend = _resolve_unfinished(conn, ctx, batch_id, clients)
+    claimed = _claim(conn, ctx, batch_id)
+    conn.commit()  # the claim is durable before any HTTP call
+
+    ids = resend + claimed
+    if not ids:
+        log.info("Batch %s: nothing to send", batch_id)
+        return {"accepted": 0, "rejected": 0, "unresolved": 0}
+    by_channel: dict[str, list[Any]] = defaultdict(list)
+    for row in conn.execute(_MESSAGE_SQL, (ids,)):
+        by_channel[row["channel"]].append(_build(row))
+    conn.commit()
+
+    outcomes: list[SendOutcome] = []
+    for channel, messages in by_channel.items():
+        outcomes.extend(asyncio.run(clients[channel].send(messages)))
+    counts = _record(conn, ctx, outcomes)
+    conn.commit()
+
+    unresolved = sum(1 for o in outcomes if not o.accepted and not o.reason)
+    counts["unresolved"] = unresolved
+    log.info("Batch %s sent: %d claimed, %d accepted, %d rejected, %d unresolved",
+             batch_id, len(ids), counts["accepted"], counts["rejected"], unresolved)
+    if unresolved:
+        raise TransientGatewayError(
+            f"batch {batch_id}: {unresolved} messages got no answer from their gateway; they stay claimed "
+            f"and the task's retry resolves them by idempotency key"
+        )
+    return counts

@@ -1,0 +1,88 @@
+"""The bodies of the DAGs' tasks: Airflow context in, ledger work through the domain modules, ids out.
+
+DAG files import this module inside their task functions, so parsing a DAG file imports none of
+pandas, Great Expectations or the database drivers. Each function returns ids or counts only:
+XCom never carries invoices or personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from invoice_delivery import db
+from invoice_delivery.channels import CONN_IDS, ENABLED_CHANNELS, GatewayConfig
+from invoice_delivery.context import RunContext
+from invoice_delivery.masking import project_logger
+
+log = project_logger(__name__)
+
+
+def _window(context: dict[str, Any], default_span: timedelta) -> tuple[Any, Any]:
+    """Return the run's data interval; a manual run without one covers the span up to its run_after."""
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:
+        end = context["dag_run"].run_after
+        start = end - default_span
+    return start, end
+
+
+def extract(context: dict[str, Any], default_span: timedelta) -> list[int]:
+    from invoice_delivery.extract import extract_window
+
+    start, end = _window(context, default_span)
+    with db.connect(db.airflow_target()) as conn:
+        return extract_window(conn, RunContext.from_airflow(context), start, end,
+                              batch_size=int(context["params"]["batch_size"]))
+
+
+def validate(context: dict[str, Any], batch_id: int) -> int:
+    from invoice_delivery.validation import validate_batch
+
+    with db.connect(db.airflow_target()) as conn:
+        validate_batch(conn, RunContext.from_airflow(context), batch_id)
+    return batch_id
+
+
+def _mailbox_client():
+    from invoice_delivery.channels.mailbox import MailboxClient
+
+    return MailboxClient(GatewayConfig.from_conn_id(CONN_IDS["mailbox"]))
+
+
+def route(context: dict[str, Any], batch_id: int) -> int:
+    from invoice_delivery.routing import route_batch
+
+    matcher = None
+    if "mailbox" in ENABLED_CHANNELS:
+        client = _mailbox_client()
+
+        def matcher(numbers: list[str]) -> set[str]:
+            return asyncio.run(client.match(numbers))
+
+    with db.connect(db.airflow_target()) as conn:
+        route_batch(conn, RunContext.from_airflow(context), batch_id, enabled=ENABLED_CHANNELS,
+                    mailbox_matcher=matcher)
+    return batch_id
+
+
+def render(context: dict[str, Any], batch_id: int) -> int:
+    from invoice_delivery.rendering import render_batch
+
+    with db.connect(db.airflow_target()) as conn:
+        render_batch(conn, RunContext.from_airflow(context), batch_id)
+    return batch_id
+
+
+def send(context: dict[str, Any], batch_id: int) -> dict[str, int]:
+    from invoice_delivery.channels.sms import SmsClient
+    from invoice_delivery.send import send_batch
+
+    clients = {
+        "sms": SmsClient(GatewayConfig.from_conn_id(CONN_IDS["sms"])),
+        "mailbox": _mailbox_client(),
+    }
+    with db.connect(db.airflow_target()) as conn:
+        counts = send_batch(conn, RunContext.from_airflow(context), batch_id, clients)
+    return {"batch_id": batch_id, **counts}

@@ -1,0 +1,88 @@
+"""Run the gateway simulator: ``python -m invoice_delivery.simulator --port 8025 [--config FILE]``.
+
+The simulator listens on loopback only and runs as one uvicorn worker, because its state is in
+memory. Environment variables that override credentials are listed in
+:mod:`invoice_delivery.simulator.config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from invoice_delivery.simulator.app import create_app
+from invoice_delivery.simulator.config import (
+    CHANNELS,
+    DEFAULT_PORT,
+    SimulatorConfigError,
+    is_loopback_host,
+    load_config,
+)
+
+log = logging.getLogger("invoice_delivery.simulator")
+
+GRACEFUL_SHUTDOWN_S = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; exit with status 2 on a non-loopback host."""
+    parser = argparse.ArgumentParser(
+        prog="python -m invoice_delivery.simulator",
+        description="Serve the SMS and digital mailbox gateway contracts on a loopback address.",
+    )
+    parser.add_argument("--host", help="loopback address to listen on (default: the config's host, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help=f"TCP port to listen on (default: the config's port, {DEFAULT_PORT})")
+    parser.add_argument(
+        "--config", metavar="JSON_FILE", help="simulator configuration file (default: built-in defaults)"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
+    args = parser.parse_args(argv)
+    if args.host is not None and not is_loopback_host(args.host):
+        parser.error(
+            f"--host {args.host!r} is not a loopback address; the simulator listens on loopback only, "
+            "so use 127.0.0.1, ::1 or localhost"
+        )
+    if args.port is not None and not 0 < args.port < 65536:
+        parser.error(f"--port {args.port} is out of range; use a port from 1 to 65535")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the configuration and serve until interrupted; return the exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except SimulatorConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    config = config.model_copy(update=overrides)
+
+    app = create_app(config)
+    log.info(
+        "Starting gateway simulator on http://%s:%d with channels %s (seed %d)",
+        config.host,
+        config.port,
+        ", ".join(CHANNELS),
+        config.seed,
+    )
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        workers=1,
+        # uvicorn's own INFO lines repeat the start message; access lines need INFO when requested.
+        log_level="info" if args.access_log else "warning",
+        access_log=args.access_log,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

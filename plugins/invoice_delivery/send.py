@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import phonenumbers
@@ -80,7 +80,7 @@ def _resolve_unfinished(conn: psycopg.Connection, ctx: RunContext, batch_id: int
                 found.append(SendOutcome(item["delivery_id"], True, message_id=message_id))
             else:
                 resend.append(item["delivery_id"])
-    _record(conn, ctx, found)
+    _record(conn, ctx, found, receipt_deadlines(clients))
     log.info("Batch %s: %d unfinished sends resolved by lookup (%d found at the gateway, %d to send again)",
              batch_id, len(rows), len(found), len(resend))
     return resend
@@ -119,7 +119,18 @@ def _build(row: dict[str, Any]) -> Any:
     raise ValueError(f"no sender for channel {row['channel']!r}")
 
 
-def _record(conn: psycopg.Connection, ctx: RunContext, outcomes: list[SendOutcome]) -> dict[str, int]:
+def receipt_deadlines(clients: dict[str, ChannelClient]) -> dict[str, timedelta]:
+    """Return each channel's receipt deadline: the connection's ``receipt_deadline_s`` extra, else the default."""
+    deadlines = dict(RECEIPT_DEADLINES)
+    for channel, client in clients.items():
+        configured = getattr(getattr(client, "config", None), "extra", {}).get("receipt_deadline_s")
+        if configured is not None:
+            deadlines[channel] = timedelta(seconds=float(configured))
+    return deadlines
+
+
+def _record(conn: psycopg.Connection, ctx: RunContext, outcomes: list[SendOutcome],
+            deadlines: dict[str, timedelta]) -> dict[str, int]:
     now = datetime.now(UTC)
     channels = {
         r["delivery_id"]: r["channel"]
@@ -128,7 +139,7 @@ def _record(conn: psycopg.Connection, ctx: RunContext, outcomes: list[SendOutcom
     }
     accepted = [
         ledger.Change(o.delivery_id, {"gateway_message_id": o.message_id, "accepted_at": now,
-                                      "expires_at": now + RECEIPT_DEADLINES[channels[o.delivery_id]]})
+                                      "expires_at": now + deadlines[channels[o.delivery_id]]})
         for o in outcomes if o.accepted
     ]
     rejected = [ledger.Change(o.delivery_id, {"reason": o.reason}) for o in outcomes if not o.accepted and o.reason]
@@ -159,7 +170,7 @@ def send_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int,
     outcomes: list[SendOutcome] = []
     for channel, messages in by_channel.items():
         outcomes.extend(asyncio.run(clients[channel].send(messages)))
-    counts = _record(conn, ctx, outcomes)
+    counts = _record(conn, ctx, outcomes, receipt_deadlines(clients))
     conn.commit()
 
     unresolved = sum(1 for o in outcomes if not o.accepted and not o.reason)

@@ -45,10 +45,27 @@ def validate(context: dict[str, Any], batch_id: int) -> int:
     return batch_id
 
 
-def _mailbox_client():
-    from invoice_delivery.channels.mailbox import MailboxClient
+_CLIENT_CLASSES = {
+    "sms": "invoice_delivery.channels.sms:SmsClient",
+    "mailbox": "invoice_delivery.channels.mailbox:MailboxClient",
+    "push": "invoice_delivery.channels.push:PushClient",
+    "email": "invoice_delivery.channels.email:EmailClient",
+    "einvoice": "invoice_delivery.channels.einvoice:EinvoiceClient",
+    "paper": "invoice_delivery.channels.paper:PaperClient",
+}
 
-    return MailboxClient(GatewayConfig.from_conn_id(CONN_IDS["mailbox"]))
+
+def client_for(channel: str) -> Any:
+    """Build the channel's client from its Airflow connection (``<channel>_gateway``)."""
+    import importlib
+
+    module_name, class_name = _CLIENT_CLASSES[channel].split(":")
+    client_class = getattr(importlib.import_module(module_name), class_name)
+    return client_class(GatewayConfig.from_conn_id(CONN_IDS[channel]))
+
+
+def _mailbox_client():
+    return client_for("mailbox")
 
 
 def route(context: dict[str, Any], batch_id: int) -> int:
@@ -76,13 +93,41 @@ def render(context: dict[str, Any], batch_id: int) -> int:
 
 
 def send(context: dict[str, Any], batch_id: int) -> dict[str, int]:
-    from invoice_delivery.channels.sms import SmsClient
     from invoice_delivery.send import send_batch
 
-    clients = {
-        "sms": SmsClient(GatewayConfig.from_conn_id(CONN_IDS["sms"])),
-        "mailbox": _mailbox_client(),
-    }
+    clients = {channel: client_for(channel) for channel in ENABLED_CHANNELS}
     with db.connect(db.airflow_target()) as conn:
         counts = send_batch(conn, RunContext.from_airflow(context), batch_id, clients)
     return {"batch_id": batch_id, **counts}
+
+
+def _status_clients() -> dict[str, Any]:
+    """Return a status client for each enabled channel whose gateway is polled."""
+    from invoice_delivery.reconcile.poll import POLLED_CHANNELS
+
+    clients = {}
+    for channel in POLLED_CHANNELS:
+        if channel in ENABLED_CHANNELS:
+            clients[channel] = client_for(channel)
+    return clients
+
+
+def poll_statuses(context: dict[str, Any]) -> dict[str, int]:
+    from invoice_delivery.reconcile.poll import poll_statuses as poll
+
+    with db.connect(db.airflow_target()) as conn:
+        return poll(conn, _status_clients())
+
+
+def apply_receipts(context: dict[str, Any]) -> dict[str, int]:
+    from invoice_delivery.reconcile.apply import apply_receipts as apply
+
+    with db.connect(db.airflow_target()) as conn:
+        return apply(conn, RunContext.from_airflow(context))
+
+
+def expire_overdue(context: dict[str, Any]) -> dict[str, int]:
+    from invoice_delivery.reconcile.apply import expire_overdue as expire
+
+    with db.connect(db.airflow_target()) as conn:
+        return expire(conn, RunContext.from_airflow(context))

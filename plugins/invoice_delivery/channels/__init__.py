@@ -12,7 +12,7 @@ from invoice_delivery.channels.base import (
 
 # Channels this deployment can send on; routing leaves the others out with a reason.
 ENABLED_CHANNELS: tuple[str, ...] = ("mailbox", "sms")
-CONN_IDS = {"sms": "sms_gateway", "mailbox": "mailbox_gateway"}
+CONN_IDS = {channel: f"{channel}_gateway" for channel in ("sms", "mailbox", "push", "email", "einvoice", "paper")}
 # How long after acceptance a final receipt may take before the delivery expires.
 RECEIPT_DEADLINES = {
     "sms": timedelta(hours=48),  # the default SMS validity period

@@ -1,0 +1,1 @@
+"""Reconcile deliveries with what the gateways report: receipts, status polls, expiry, fallback."""

@@ -31,8 +31,8 @@ def make_delivery(conn):
         invoice_id = next(invoice_ids)
         plan_json = {"channels": [{"channel": c, "reason": "test"} for c in plan], "skipped": []}
         conn.execute(
-            "INSERT INTO delivery.document (invoice_id, status, plan, plan_position, purpose, first_run_id, last_run_id)"
-            " VALUES (%s, 'in_progress', %s::jsonb, 0, 'payment_demand', 'r', 'r')",
+            "INSERT INTO delivery.document (invoice_id, status, plan, plan_position, purpose, first_run_id,"
+            " last_run_id) VALUES (%s, 'in_progress', %s::jsonb, 0, 'payment_demand', 'r', 'r')",
             (invoice_id, json.dumps(plan_json)),
         )
         key = ledger.idempotency_key(invoice_id, channel, 1)

@@ -5,10 +5,13 @@ Takes every invoice that became ready in the data interval (and any committed la
 that already ran) through the lifecycle: **extract → validate → route → render → send**.
 
 - `extract` registers the invoices in the ledger and cuts them into batches; it returns batch ids.
-- `process` is a task group mapped over the batch ids: one mapped instance per batch, never one per
-  invoice. Each stage reads and writes the ledger (`delivery` schema); XCom carries ids and counts.
-- Failing invoices are quarantined with reasons (`invoice-delivery show INVOICE_NUMBER`);
-  unroutable ones are held with the reason.
+  Corrected quarantined invoices are released and validated again.
+- `validate` runs the Great Expectations suite per batch (mapped: one instance per batch, never one
+  per invoice). Failing invoices are quarantined with reasons (`invoice-delivery show NUMBER`).
+- `quality_gate` stops the run before anything is sent when more than `max_quarantine_rate` of the
+  invoices failed; the schema and empty-batch guards stop it inside `validate`.
+- `process` is a task group mapped over the batch ids: route, render, send. Each stage reads and
+  writes the ledger (`delivery` schema); XCom carries ids and counts only.
 
 Sends are claimed before the HTTP call and carry an idempotency key, so retries, re-runs and
 backfills never send a message twice. Connections: `invoice_db`, `sms_gateway`, `mailbox_gateway`.
@@ -40,6 +43,14 @@ INTERVAL = timedelta(minutes=5)
         "max_retry_delay": timedelta(minutes=5),
     },
     params={
+        "max_quarantine_rate": Param(
+            0.2,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Maximum quarantine rate",
+            description="Stop the run before sending when a larger share of the validated invoices fails.",
+        ),
         "batch_size": Param(
             5000,
             type="integer",
@@ -57,14 +68,20 @@ def invoice_delivery():
 
         return tasks.extract(context, INTERVAL)
 
+    @task
+    def validate(batch_id: int, **context) -> dict[str, int]:
+        from invoice_delivery import tasks
+
+        return tasks.validate(context, batch_id)
+
+    @task
+    def quality_gate(outcomes: list[dict[str, int]], **context) -> list[int]:
+        from invoice_delivery import tasks
+
+        return tasks.quality_gate(context, outcomes)
+
     @task_group
     def process(batch_id: int):
-        @task
-        def validate(batch_id: int, **context) -> int:
-            from invoice_delivery import tasks
-
-            return tasks.validate(context, batch_id)
-
         @task
         def route(batch_id: int, **context) -> int:
             from invoice_delivery import tasks
@@ -83,9 +100,10 @@ def invoice_delivery():
 
             return tasks.send(context, batch_id)
 
-        send(render(route(validate(batch_id))))
+        send(render(route(batch_id)))
 
-    process.expand(batch_id=extract())
+    validated = validate.expand(batch_id=extract())
+    process.expand(batch_id=quality_gate(validated))
 
 
 invoice_delivery()

@@ -61,6 +61,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validation(args: argparse.Namespace) -> int:
+    from invoice_delivery import devenv
+
+    with devenv.database(), _connect() as conn:
+        row = conn.execute("SELECT * FROM delivery.validation_result WHERE batch_id = %s", (args.batch_id,)).fetchone()
+    if row is None:
+        print(f"No validation result for batch {args.batch_id}; the batch ids are in the validate task's log",
+              file=sys.stderr)
+        return 1
+    summary = {key: row[key] for key in ("batch_id", "run_id", "validated", "passed", "quarantined", "by_rule")}
+    summary["created_at"] = row["created_at"].isoformat()
+    print(json.dumps(summary if args.summary else {**summary, "result": row["result"]}, indent=2, default=str))
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from invoice_delivery import devenv
     from invoice_delivery.ingest.ubl import ingest_files
@@ -188,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print one invoice's path through the lifecycle")
     show.add_argument("invoice_number")
     show.set_defaults(func=cmd_show)
+
+    validation = sub.add_parser("validation", help="print the stored Great Expectations result of a batch")
+    validation.add_argument("batch_id", type=int)
+    validation.add_argument("--summary", action="store_true", help="counts only, without the full GX result")
+    validation.set_defaults(func=cmd_validation)
 
     ingest = sub.add_parser("ingest-ubl", help="ingest Peppol BIS Billing 3.0 UBL files or folders")
     ingest.add_argument("paths", nargs="+", type=Path)

@@ -65,27 +65,57 @@ def extract_window(
     ]
     ledger.record_events(conn, ctx, "extracted", ({"invoice_id": i, "to_state": "extracted"} for i in new_ids))
 
+    released = _release_corrected(conn, ctx, interval_end)
+
     pending = [
         row["invoice_id"]
         for row in conn.execute(
             "SELECT DISTINCT d.invoice_id FROM delivery.delivery d"
             " WHERE (d.state IN ('planned', 'rendered') AND (d.not_before IS NULL OR d.not_before <= now()))"
             "    OR (d.state = 'sending' AND d.claimed_at < now() - %s * interval '1 second')"
+            " UNION SELECT doc.invoice_id FROM delivery.document doc"
+            "   WHERE doc.status = 'extracted' AND doc.last_run_id <> %s"
             " EXCEPT SELECT bi.invoice_id FROM delivery.batch_item bi"
             "   JOIN delivery.batch b USING (batch_id) WHERE b.dag_id = %s AND b.run_id = %s"
             " ORDER BY 1",
-            (STALE_CLAIM_S, ctx.dag_id, ctx.run_id),
+            (STALE_CLAIM_S, ctx.run_id, ctx.dag_id, ctx.run_id),
         )
     ]
 
-    work = new_ids + [i for i in pending if i not in set(new_ids)]
+    taken = set(new_ids)
+    pending = sorted(set(pending) | set(released))
+    work = new_ids + [i for i in pending if i not in taken]
     batch_ids = _cut_batches(conn, ctx, work, interval_start, interval_end, batch_size)
     log.info(
-        "Extracted window %s to %s: %d new invoices, %d with pending work, %d new batches, %d batches in all",
-        interval_start.isoformat(), interval_end.isoformat(), len(new_ids), len(pending),
+        "Extracted window %s to %s: %d new invoices, %d with pending work (%d released from quarantine), "
+        "%d new batches, %d batches in all",
+        interval_start.isoformat(), interval_end.isoformat(), len(new_ids), len(pending), len(released),
         len(batch_ids), len(existing) + len(batch_ids),
     )
     return existing + batch_ids
+
+
+def _release_corrected(conn: psycopg.Connection, ctx: RunContext, interval_end: datetime) -> list[int]:
+    """Release quarantined invoices that were corrected in the source since; they are validated again."""
+    released = [
+        row["invoice_id"]
+        for row in conn.execute(
+            "WITH corrected AS ("
+            "  SELECT q.quarantine_id FROM delivery.quarantine q JOIN billing.invoice i USING (invoice_id)"
+            "  WHERE q.released_at IS NULL AND i.updated_at > q.quarantined_at AND i.ready_at < %s"
+            "  FOR UPDATE OF q SKIP LOCKED)"
+            " UPDATE delivery.quarantine q SET released_at = now(), released_run_id = %s"
+            " FROM corrected c WHERE q.quarantine_id = c.quarantine_id RETURNING q.invoice_id",
+            (interval_end, ctx.run_id),
+        )
+    ]
+    if released:
+        ledger.set_document_status(conn, ctx, released, "extracted", from_statuses=["quarantined"])
+        ledger.record_events(conn, ctx, "released",
+                             ({"invoice_id": i, "from_state": "quarantined", "to_state": "extracted",
+                               "reason": "corrected in the source after quarantine"} for i in released))
+        log.info("Released %d corrected invoices from quarantine: ids %s", len(released), sorted(released))
+    return released
 
 
 def _cut_batches(

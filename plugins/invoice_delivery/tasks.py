@@ -37,12 +37,34 @@ def extract(context: dict[str, Any], default_span: timedelta) -> list[int]:
                               batch_size=int(context["params"]["batch_size"]))
 
 
-def validate(context: dict[str, Any], batch_id: int) -> int:
-    from invoice_delivery.validation import validate_batch
+def validate(context: dict[str, Any], batch_id: int) -> dict[str, int]:
+    from airflow.sdk.exceptions import AirflowFailException
 
-    with db.connect(db.airflow_target()) as conn:
-        validate_batch(conn, RunContext.from_airflow(context), batch_id)
-    return batch_id
+    from invoice_delivery.validation import BatchGuardError, validate_batch
+
+    try:
+        with db.connect(db.airflow_target()) as conn:
+            outcome = validate_batch(conn, RunContext.from_airflow(context), batch_id)
+    except BatchGuardError as exc:
+        raise AirflowFailException(str(exc)) from exc  # a retry would hit the same guard
+    return {"batch_id": batch_id, "validated": outcome.validated, "passed": outcome.passed,
+            "quarantined": outcome.quarantined}
+
+
+def quality_gate(context: dict[str, Any], outcomes: list[dict[str, int]]) -> list[int]:
+    """Stop the run before anything is sent when too many invoices were quarantined."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from invoice_delivery.validation import BatchGuardError, check_quarantine_rate
+
+    outcomes = list(outcomes)
+    try:
+        check_quarantine_rate(outcomes, float(context["params"]["max_quarantine_rate"]))
+    except BatchGuardError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    log.info("Quality gate passed: %d invoices validated, %d quarantined",
+             sum(o["validated"] for o in outcomes), sum(o["quarantined"] for o in outcomes))
+    return [o["batch_id"] for o in outcomes]
 
 
 _CLIENT_CLASSES = {

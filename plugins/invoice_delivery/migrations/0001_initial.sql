@@ -1,5 +1,6 @@
 -- The biller's side (schema billing) and the delivery ledger (schema delivery).
--- Money is numeric(18, 2) or numeric(18, 4) for unit prices: never floating point.
+-- Money is numeric without a fixed scale, never floating point: the source's exact value is kept,
+-- so validation can reject an amount with more than two decimals instead of a column rounding it.
 
 CREATE SCHEMA IF NOT EXISTS billing;
 CREATE SCHEMA IF NOT EXISTS delivery;
@@ -18,6 +19,8 @@ CREATE TABLE billing.seller (
     bankgiro        text,
     plusgiro        text,
     iban            text,
+    -- OCR reference scheme: 'luhn' (check digit) or 'luhn_length' (length digit, then check digit).
+    ocr_variant     text NOT NULL DEFAULT 'luhn' CHECK (ocr_variant IN ('luhn', 'luhn_length')),
     street          text,
     postal_code     text,
     city            text
@@ -52,20 +55,24 @@ CREATE TABLE billing.invoice (
     source_key      text NOT NULL,             -- natural key within the source; makes ingest idempotent
     source_file     text,
     seller_id       text NOT NULL REFERENCES billing.seller,
-    customer_id     text,                      -- not a foreign key: validation reports a missing customer
-    invoice_number  text NOT NULL,
+    -- The biller's data as delivered: no NOT NULL or foreign key on the fields validation checks, so
+    -- a bad row reaches the pipeline and is quarantined with a reason instead of failing the load.
+    customer_id     text,
+    invoice_number  text,
     document_type   text NOT NULL CHECK (document_type IN ('invoice', 'credit_note')),
     type_code       text,                      -- UNCL1001: 380 invoice, 381 credit note, 384 correction
-    issue_date      date NOT NULL,
+    issue_date      date,
     due_date        date,
-    currency        text NOT NULL,
-    line_net_total  numeric(18, 2),
-    net_total       numeric(18, 2) NOT NULL,   -- tax exclusive amount
-    vat_total       numeric(18, 2) NOT NULL,
-    gross_total     numeric(18, 2) NOT NULL,   -- tax inclusive amount
-    prepaid         numeric(18, 2) NOT NULL DEFAULT 0,
-    rounding        numeric(18, 2) NOT NULL DEFAULT 0,
-    payable         numeric(18, 2) NOT NULL,
+    currency        text,
+    line_net_total  numeric,                   -- sum of line net amounts as the document states it
+    allowance_total numeric NOT NULL DEFAULT 0, -- document-level allowances
+    charge_total    numeric NOT NULL DEFAULT 0, -- document-level charges
+    net_total       numeric,   -- tax exclusive amount
+    vat_total       numeric,
+    gross_total     numeric,   -- tax inclusive amount
+    prepaid         numeric NOT NULL DEFAULT 0,
+    rounding        numeric NOT NULL DEFAULT 0,
+    payable         numeric,
     ocr_reference   text,                      -- payment reference (Swedish OCR when Luhn-valid)
     buyer_reference text,
     payment_account text,                      -- the account the payment goes to, as printed
@@ -81,12 +88,12 @@ CREATE TABLE billing.invoice_line (
     line_no         int NOT NULL,
     line_id         text,
     description     text NOT NULL,
-    quantity        numeric(18, 4) NOT NULL,
+    quantity        numeric NOT NULL,
     unit_code       text,
-    unit_price      numeric(18, 4) NOT NULL,
-    net_amount      numeric(18, 2) NOT NULL,
+    unit_price      numeric NOT NULL,
+    net_amount      numeric NOT NULL,
     vat_category    text NOT NULL,             -- UNCL5305: S, Z, E, AE, K, G, O, L, M
-    vat_rate        numeric(5, 2) NOT NULL,
+    vat_rate        numeric NOT NULL,
     PRIMARY KEY (invoice_id, line_no)
 );
 
@@ -94,9 +101,9 @@ CREATE TABLE billing.invoice_line (
 CREATE TABLE billing.invoice_vat (
     invoice_id      bigint NOT NULL REFERENCES billing.invoice ON DELETE CASCADE,
     vat_category    text NOT NULL,
-    vat_rate        numeric(5, 2) NOT NULL,
-    taxable_amount  numeric(18, 2) NOT NULL,
-    tax_amount      numeric(18, 2) NOT NULL,
+    vat_rate        numeric NOT NULL,
+    taxable_amount  numeric NOT NULL,
+    tax_amount      numeric NOT NULL,
     PRIMARY KEY (invoice_id, vat_category, vat_rate)
 );
 

@@ -6,6 +6,8 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -21,18 +23,92 @@ log = project_logger(__name__)
 
 _FRAME_SQL = """
 SELECT i.invoice_id, i.invoice_number, i.seller_id, i.customer_id, i.document_type, i.issue_date,
-       i.due_date, i.currency, i.net_total, i.vat_total, i.gross_total, i.prepaid, i.rounding, i.payable,
-       i.ocr_reference, i.updated_at, s.country AS seller_country,
+       i.due_date, i.currency, i.line_net_total, i.allowance_total, i.charge_total, i.net_total, i.vat_total,
+       i.gross_total, i.prepaid, i.rounding, i.payable, i.ocr_reference, i.updated_at,
+       s.country AS seller_country, s.bankgiro, s.plusgiro, s.ocr_variant,
        c.customer_id IS NOT NULL AS customer_found, c.mobile, c.email, c.personal_number,
-       c.country AS customer_country
+       c.peppol_id AS customer_peppol_id, c.country AS customer_country,
+       coalesce(l.line_count, 0) AS line_count, l.lines_net_sum,
+       coalesce(l.over_two_decimals, false) AS line_amount_over_two_decimals,
+       coalesce(v.vat_rows, 0) AS vat_rows, v.vat_tax_sum, v.vat_taxable_sum, v.vat_breakdown,
+       ARRAY(SELECT DISTINCT r::text FROM (
+             SELECT vat_rate AS r FROM billing.invoice_line WHERE invoice_id = i.invoice_id
+             UNION SELECT vat_rate FROM billing.invoice_vat WHERE invoice_id = i.invoice_id) rates) AS vat_rates
 FROM delivery.batch_item bi
 JOIN delivery.document d ON d.invoice_id = bi.invoice_id AND d.status = 'extracted'
 JOIN billing.invoice i ON i.invoice_id = bi.invoice_id
 JOIN billing.seller s ON s.seller_id = i.seller_id
 LEFT JOIN billing.customer c ON c.customer_id = i.customer_id
+LEFT JOIN LATERAL (
+    SELECT count(*) AS line_count, sum(net_amount) AS lines_net_sum,
+           bool_or(net_amount <> round(net_amount, 2)) AS over_two_decimals
+    FROM billing.invoice_line WHERE invoice_id = i.invoice_id) l ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) AS vat_rows, sum(tax_amount) AS vat_tax_sum, sum(taxable_amount) AS vat_taxable_sum,
+           array_agg(ARRAY[vat_rate::text, taxable_amount::text, tax_amount::text]) AS vat_breakdown
+    FROM billing.invoice_vat WHERE invoice_id = i.invoice_id) v ON true
 WHERE bi.batch_id = %s
 ORDER BY i.invoice_id
 """
+
+
+class BatchGuardError(RuntimeError):
+    """Raised when a batch-level guard stops the run before anything is sent."""
+
+
+# Columns the suite reads, with the Python type the database driver must deliver for each.
+EXPECTED_COLUMNS: dict[str, type] = {
+    "invoice_id": int, "invoice_number": str, "seller_id": str, "document_type": str, "issue_date": date,
+    "currency": str, "net_total": Decimal, "vat_total": Decimal, "gross_total": Decimal, "payable": Decimal,
+    "prepaid": Decimal, "rounding": Decimal,
+}
+
+
+def check_schema(frame: pd.DataFrame) -> None:
+    """Stop the run when a column is missing or its values have the wrong type."""
+    missing = [column for column in EXPECTED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise BatchGuardError(f"schema guard: columns {missing} are missing from the extracted batch; "
+                              f"check the billing schema against the migrations")
+    for column, expected in EXPECTED_COLUMNS.items():
+        values = frame[column].dropna()
+        wrong = values[~values.map(lambda value, t=expected: isinstance(value, t))]
+        if not wrong.empty:
+            raise BatchGuardError(
+                f"schema guard: column {column} holds {type(wrong.iloc[0]).__name__} values, expected "
+                f"{expected.__name__} (first at invoice id {frame.loc[wrong.index[0], 'invoice_id']}); "
+                f"check the column's type in billing.invoice"
+            )
+
+
+def check_not_empty(conn: psycopg.Connection, batch_id: int, frame: pd.DataFrame) -> None:
+    """Stop the run when the batch's extracted invoices did not all reach the frame.
+
+    A ``not null`` expectation passes on zero rows, so an empty frame is checked against the
+    ledger's own count instead of trusting the suite.
+    """
+    expected = conn.execute(
+        "SELECT count(*) AS n FROM delivery.batch_item bi JOIN delivery.document d USING (invoice_id)"
+        " WHERE bi.batch_id = %s AND d.status = 'extracted'", (batch_id,)).fetchone()["n"]
+    if len(frame) != expected:
+        raise BatchGuardError(
+            f"empty-batch guard: batch {batch_id} has {expected} extracted invoices but {len(frame)} reached "
+            f"validation; an invoice's seller or columns may be missing from the billing schema"
+        )
+
+
+def check_quarantine_rate(outcomes: list[dict[str, int]], max_rate: float) -> None:
+    """Stop the run when more than ``max_rate`` of the validated invoices were quarantined."""
+    if not 0 <= max_rate <= 1:
+        raise ValueError(f"max_quarantine_rate must be between 0 and 1, got {max_rate}")
+    validated = sum(o["validated"] for o in outcomes)
+    quarantined = sum(o["quarantined"] for o in outcomes)
+    if validated and quarantined / validated > max_rate:
+        raise BatchGuardError(
+            f"threshold guard: {quarantined} of {validated} invoices quarantined ({quarantined / validated:.1%}), "
+            f"above the limit of {max_rate:.0%}; nothing was sent. Inspect the reasons with `invoice-delivery "
+            f"validation BATCH_ID`, fix the source, then re-run; the quarantined invoices are released when corrected"
+        )
 
 
 @dataclass
@@ -52,13 +128,23 @@ def load_frame(conn: psycopg.Connection, batch_id: int) -> pd.DataFrame:
     return pd.DataFrame(cursor.fetchall(), columns=columns)
 
 
+def _key(expectation_type: str, kwargs: dict) -> tuple:
+    """Identify an expectation in a result: GX does not keep the suite's order."""
+    columns = kwargs.get("column_list") or [kwargs.get("column")]
+    return expectation_type, tuple(columns)
+
+
 def failures_by_invoice(result: Any, expectations: list[Expectation], frame: pd.DataFrame) -> dict[int, list[dict]]:
     """Turn the GX result into ``{invoice_id: [reason, ...]}`` for the failing rows."""
     values = frame.set_index("invoice_id")
     reasons: dict[int, list[dict]] = defaultdict(list)
-    for expectation, outcome in zip(expectations, result.results, strict=True):
+    configs = [(e, e.config.configuration) for e in expectations]
+    by_key = {_key(config.type, config.kwargs): e for e, config in configs}
+    for outcome in result.results:
         if outcome.success:
             continue
+        config = outcome.expectation_config
+        expectation = by_key[_key(config.type, config.kwargs)]
         for item in outcome.result.get("unexpected_index_list") or []:
             invoice_id = int(item["invoice_id"])
             value = values.at[invoice_id, expectation.column] if expectation.column in values.columns else None
@@ -74,10 +160,12 @@ def failures_by_invoice(result: Any, expectations: list[Expectation], frame: pd.
 def validate_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int) -> ValidationOutcome:
     """Validate the batch's newly extracted invoices; quarantine failures in the same transaction."""
     frame = load_frame(conn, batch_id)
+    check_not_empty(conn, batch_id, frame)
     outcome = ValidationOutcome(batch_id=batch_id, validated=len(frame))
     if frame.empty:
         log.info("Batch %s: nothing to validate", batch_id)
         return outcome
+    check_schema(frame)
 
     frame = add_rule_columns(frame)
     expectations = build_expectations()

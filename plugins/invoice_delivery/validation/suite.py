@@ -11,7 +11,10 @@ from babel.numbers import list_currencies
 
 from invoice_delivery.validation.rules import ROW_RULES, Rule
 
-REQUIRED_COLUMNS = ("invoice_number", "seller_id", "customer_id", "document_type", "issue_date", "currency", "payable")
+REQUIRED_COLUMNS = (
+    "invoice_number", "seller_id", "customer_id", "document_type", "issue_date", "currency",
+    "net_total", "vat_total", "gross_total", "payable",
+)
 ISO_4217 = sorted(list_currencies())
 
 

@@ -77,6 +77,7 @@ CREATE TABLE billing.invoice (
     buyer_reference text,
     payment_account text,                      -- the account the payment goes to, as printed
     note            text,
+    payment_terms   text,                      -- free-text terms (EN 16931 BT-20): may replace a due date
     ready_at        timestamptz NOT NULL,      -- when the biller released the invoice for delivery
     updated_at      timestamptz NOT NULL DEFAULT now(),
     UNIQUE (source, source_key)

@@ -125,7 +125,8 @@ def _due_date_valid(row: dict[str, Any]) -> bool:
         return True
     due, issued = row["due_date"], row["issue_date"]
     if due is None:
-        return not _is_payment_demand(row)
+        # EN 16931 BR-CO-25: a positive amount due needs a due date or payment terms.
+        return not _is_payment_demand(row) or bool(row["payment_terms"])
     return issued is not None and due >= issued
 
 
@@ -207,7 +208,8 @@ ROW_RULES: tuple[Rule, ...] = (
     Rule("payable_matches", "payable", "payable is not gross - prepaid + rounding (BR-CO-16)", _payable_ok),
     Rule("amounts_two_decimals", "payable", "an amount has more than two decimals", _two_decimals),
     Rule("vat_rate_allowed", "vat_total", "a VAT rate is not allowed in the seller's country", _vat_rates_allowed),
-    Rule("due_date_valid", "due_date", "a payment demand needs a due date on or after its issue date",
+    Rule("due_date_valid", "due_date",
+         "a payment demand needs a due date (or payment terms) on or after its issue date",
          _due_date_valid),
     Rule("ocr_valid", "ocr_reference", "the OCR reference fails its check digit (Luhn) or length digit",
          _ocr_valid),

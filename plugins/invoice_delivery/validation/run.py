@@ -24,7 +24,7 @@ log = project_logger(__name__)
 _FRAME_SQL = """
 SELECT i.invoice_id, i.invoice_number, i.seller_id, i.customer_id, i.document_type, i.issue_date,
        i.due_date, i.currency, i.line_net_total, i.allowance_total, i.charge_total, i.net_total, i.vat_total,
-       i.gross_total, i.prepaid, i.rounding, i.payable, i.ocr_reference, i.updated_at,
+       i.gross_total, i.prepaid, i.rounding, i.payable, i.ocr_reference, i.payment_terms, i.updated_at,
        s.country AS seller_country, s.bankgiro, s.plusgiro, s.ocr_variant,
        c.customer_id IS NOT NULL AS customer_found, c.mobile, c.email, c.personal_number,
        c.peppol_id AS customer_peppol_id, c.country AS customer_country,

@@ -22,6 +22,7 @@ from invoice_delivery import settings
 log = logging.getLogger("invoice_delivery.cli")
 
 SAMPLES_DIR = settings.PROJECT_ROOT / "include" / "samples" / "peppol"
+BROKEN_DIR = settings.PROJECT_ROOT / "include" / "samples" / "broken"
 
 
 def _connect():
@@ -115,6 +116,19 @@ def _run_step(title: str) -> float:
     return time.monotonic()
 
 
+def _fresh_inbox(source: Path) -> Path:
+    """Copy the sample files into an empty inbox under the data folder; ingest moves rejects out of it."""
+    import shutil
+
+    inbox = settings.data_dir() / "inbox"
+    for folder in (inbox, inbox.parent / "rejected"):
+        shutil.rmtree(folder, ignore_errors=True)
+    inbox.mkdir(parents=True)
+    for path in source.glob("*.xml"):
+        shutil.copy2(path, inbox / path.name)
+    return inbox
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Set up everything, run ``invoice_delivery`` once through Airflow, print the ledger, stop."""
     from invoice_delivery import devenv, reports
@@ -133,6 +147,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with _connect() as conn:
             _run_step(f"Ingesting the Peppol samples from {SAMPLES_DIR}")
             print(ingest_files(conn, sorted(SAMPLES_DIR.glob("*.xml")), ready_at=now - timedelta(minutes=2)))
+            _run_step(f"Ingesting the deliberately broken invoices from {BROKEN_DIR}")
+            inbox = _fresh_inbox(BROKEN_DIR)
+            report = ingest_files(conn, sorted(inbox.glob("*.xml")), ready_at=now - timedelta(minutes=2),
+                                  rejected_dir=inbox.parent / "rejected")
+            print(report)
             _run_step(f"Generating {args.invoices} synthetic invoices")
             print(generate(conn, args.invoices, seed=args.seed, ready_from=now - timedelta(minutes=4),
                            ready_until=now - timedelta(seconds=1)))

@@ -14,8 +14,7 @@ import pytest
 from invoice_delivery import migrate, settings
 from invoice_delivery.embedded import EmbeddedPostgres
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PEPPOL_SAMPLES = Path(os.environ.get("PEPPOL_SAMPLES_DIR", SHARED_DATA / "peppol"))
+PEPPOL_SAMPLES = Path(os.environ.get("PEPPOL_SAMPLES_DIR", settings.PROJECT_ROOT / "include" / "samples" / "peppol"))
 TEMPLATE_DB = "invoices_template"
 _database_numbers = itertools.count(1)
 

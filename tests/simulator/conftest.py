@@ -1,11 +1,13 @@
 """Fixtures for the gateway simulator tests: a real simulator process and a real receipt receiver.
 
 One simulator process serves the whole pytest session and is reset before each test that uses it.
-Its SMS delivery reports go to a small HTTP server on loopback run by these fixtures.
+Its receipts go to a small HTTP server on loopback run by these fixtures: SMS delivery reports to
+``/receipts``, the other channels' receipts to ``/receipts/<channel>``.
 """
 
 from __future__ import annotations
 
+import smtplib
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +17,16 @@ from typing import Any
 
 import httpx
 import pytest
-from simulator_support import MAILBOX_CLIENT, SMS_AUTH, free_port, simulator_config
+from simulator_support import (
+    EINVOICE_AUTH,
+    EMAIL_AUTH,
+    MAILBOX_CLIENT,
+    PAPER_AUTH,
+    PUSH_TOKEN,
+    SMS_AUTH,
+    free_port,
+    simulator_config,
+)
 
 from invoice_delivery.simulator import SimulatorProcess
 
@@ -25,6 +36,7 @@ class ReceivedReceipt:
     path: str
     headers: dict[str, str]
     body: bytes
+    arrived_at: float  # time.monotonic() when the POST arrived
 
 
 class ReceiptReceiver:
@@ -58,16 +70,21 @@ class ReceiptReceiver:
         with self._condition:
             self.statuses.extend(statuses)
 
-    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[ReceivedReceipt]:
-        """Wait until ``count`` POSTs arrived and return them all; fail the test on timeout."""
+    def on_path(self, path: str | None) -> list[ReceivedReceipt]:
+        """Return the POSTs received so far, only those to ``path`` unless it is None."""
+        with self._condition:
+            return [receipt for receipt in self.received if path is None or receipt.path == path]
+
+    def wait_for(self, count: int, timeout_s: float = 10.0, path: str | None = None) -> list[ReceivedReceipt]:
+        """Wait until ``count`` POSTs (to ``path``, if given) arrived and return them; fail on timeout."""
         deadline = time.monotonic() + timeout_s
         with self._condition:
-            while len(self.received) < count:
+            while len(found := self.on_path(path)) < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    pytest.fail(f"receiver got {len(self.received)} receipts within {timeout_s} s, expected {count}")
+                    pytest.fail(f"receiver got {len(found)} receipts within {timeout_s} s, expected {count}")
                 self._condition.wait(remaining)
-            return list(self.received)
+            return found
 
     def _record(self, receipt: ReceivedReceipt) -> int:
         with self._condition:
@@ -84,7 +101,7 @@ class ReceiptReceiver:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                status = receiver._record(ReceivedReceipt(self.path, headers, body))
+                status = receiver._record(ReceivedReceipt(self.path, headers, body, time.monotonic()))
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -130,6 +147,40 @@ def control(simulator: SimulatorProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def sms_client(simulator: SimulatorProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=simulator.url, auth=SMS_AUTH, timeout=10, trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture
+def push_client(simulator: SimulatorProcess) -> Iterator[httpx.Client]:
+    """Client with the push API's bearer token."""
+    headers = {"Authorization": f"Bearer {PUSH_TOKEN}"}
+    with httpx.Client(base_url=simulator.url, headers=headers, timeout=10, trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture
+def email_lookup(simulator: SimulatorProcess) -> Iterator[httpx.Client]:
+    """Client for the e-mail lookup route, with the SMTP credentials as basic auth."""
+    with httpx.Client(base_url=simulator.url, auth=EMAIL_AUTH, timeout=10, trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture
+def smtp(simulator: SimulatorProcess) -> Iterator[smtplib.SMTP]:
+    """An SMTP session with the simulator's SMTP server, not authenticated."""
+    with smtplib.SMTP(simulator.host, simulator.smtp_port, timeout=10) as session:
+        yield session
+
+
+@pytest.fixture
+def einvoice_client(simulator: SimulatorProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=simulator.url, auth=EINVOICE_AUTH, timeout=10, trust_env=False) as client:
+        yield client
+
+
+@pytest.fixture
+def paper_client(simulator: SimulatorProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=simulator.url, auth=PAPER_AUTH, timeout=10, trust_env=False) as client:
         yield client
 
 

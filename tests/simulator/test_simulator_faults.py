@@ -95,6 +95,44 @@ def test_faults_replaced_per_channel(control) -> None:
     assert current["mailbox"]["latency_ms"] == 5
 
 
+def test_faults_cover_every_channel(control) -> None:
+    current = control.get("/_sim/faults").json()
+
+    assert list(current) == ["sms", "mailbox", "push", "email", "einvoice", "paper"]
+    assert current["push"]["receipt_early_rate"] == 0.0
+    assert current["email"]["max_request_faults"] is None
+
+
+def test_stats_and_messages_cover_every_channel(control) -> None:
+    counters = control.get("/_sim/stats").json()
+
+    assert list(counters) == ["sms", "mailbox", "push", "email", "einvoice", "paper"]
+    for channel in counters:
+        assert counters[channel]["accepted_per_second"] == {}
+        assert control.get("/_sim/messages", params={"channel": channel}).json() == []
+
+
+def test_max_request_faults_lets_retry_pass(sms_client, control) -> None:
+    set_faults(control, {"sms": {"error_5xx_rate": 1.0, "max_request_faults": 2}})
+
+    statuses = [sms_client.post("/sms/send", json=sms_message("inv-1-sms-1")).status_code for _ in range(4)]
+
+    assert statuses == [503, 503, 202, 202]
+    counters = sms_stats(control)
+    assert counters["faults_injected"] == {"error_5xx": 2}
+    assert counters["duplicates_offered"] == 1
+
+
+def test_setting_faults_restarts_fault_count(sms_client, control) -> None:
+    set_faults(control, {"sms": {"rate_429": 1.0, "max_request_faults": 1}})
+    sms_client.post("/sms/send", json=sms_message("a"))
+
+    set_faults(control, {"sms": {"rate_429": 1.0, "max_request_faults": 1}})
+
+    assert sms_client.post("/sms/send", json=sms_message("a")).status_code == 429
+    assert sms_client.post("/sms/send", json=sms_message("a")).status_code == 202
+
+
 def test_reset_restores_configured_faults(control) -> None:
     set_faults(control, {"sms": {"rate_429": 1.0}})
 
@@ -110,6 +148,8 @@ def test_reset_restores_configured_faults(control) -> None:
         ({"sms": {"rate_429": 0.6, "error_5xx_rate": 0.6}}, 400, "at most 1"),
         ({"sms": {"retry_after_format": "minutes"}}, 400, "retry_after_format"),
         ({"sms": {"latency": 5}}, 400, "latency"),
+        ({"email": {"receipt_early_rate": 1.5}}, 400, "receipt_early_rate"),
+        ({"paper": {"max_request_faults": -1}}, 400, "max_request_faults"),
     ],
 )
 def test_invalid_fault_configuration_rejected(control, body, status, text) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import smtplib
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -59,8 +61,13 @@ def test_process_serves_health_and_stops() -> None:
         health = httpx.get(f"{simulator.url}/health", trust_env=False)
         output = simulator.output()
 
-    assert health.json() == {"status": "ok", "channels": ["sms", "mailbox"]}
+    assert health.json() == {
+        "status": "ok",
+        "channels": ["sms", "mailbox", "push", "email", "einvoice", "paper"],
+        "smtp_port": simulator.smtp_port,
+    }
     assert f"127.0.0.1:{simulator.port} with channels sms, mailbox" in output
+    assert f"SMTP on port {simulator.smtp_port}" in output
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{simulator.url}/health", trust_env=False, timeout=2)
 
@@ -120,3 +127,74 @@ def test_env_overrides_credentials() -> None:
     assert default_credentials.status_code == 401
     assert env_credentials.status_code == 202
     assert tenant.status_code == 200
+
+
+def test_process_picks_free_smtp_port() -> None:
+    first, second = SimulatorProcess(free_port()), SimulatorProcess(free_port())
+
+    with first, second:
+        with smtplib.SMTP(first.host, first.smtp_port, timeout=5) as session:
+            code, _ = session.noop()
+
+    assert code == 250
+    assert first.smtp_port != second.smtp_port
+    assert first.config.email.smtp_port == first.smtp_port
+
+
+def test_process_honours_configured_smtp_port() -> None:
+    smtp_port = free_port()
+
+    from_argument = SimulatorProcess(free_port(), smtp_port=smtp_port)
+    from_config = SimulatorProcess(free_port(), {"email": {"smtp_port": smtp_port}})
+
+    assert from_argument.smtp_port == smtp_port
+    assert from_config.smtp_port == smtp_port
+
+
+def test_process_rejects_same_http_and_smtp_port() -> None:
+    port = free_port()
+
+    with pytest.raises(ValueError, match="its own port"):
+        SimulatorProcess(port, smtp_port=port)
+
+
+def test_process_start_error_names_busy_smtp_port() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        simulator = SimulatorProcess(free_port(), smtp_port=busy.getsockname()[1], start_timeout_s=15)
+
+        with pytest.raises(SimulatorStartError, match="failed to start the SMTP server"):
+            simulator.start()
+
+
+def test_cli_serves_smtp_port() -> None:
+    port, smtp_port = free_port(), free_port()
+    command = [sys.executable, "-m", "invoice_delivery.simulator", "--port", str(port), "--smtp-port", str(smtp_port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        health = None
+        deadline = time.monotonic() + 20
+        while health is None and time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False).json()
+            except httpx.TransportError:
+                time.sleep(0.05)
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as session:
+            code, _ = session.noop()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    assert health is not None
+    assert health["smtp_port"] == smtp_port
+    assert code == 250
+
+
+def test_cli_rejects_same_http_and_smtp_port() -> None:
+    port = str(free_port())
+
+    result = run_cli("--port", port, "--smtp-port", port)
+
+    assert result.returncode == 2
+    assert "--smtp-port" in result.stderr

@@ -7,8 +7,10 @@ lost reply is resolved by looking the key up.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -23,6 +25,10 @@ from invoice_delivery.channels.base import (
 )
 
 USERMATCH_CHUNK = 1_000
+# Content status of the gateway -> normalised delivery state.
+STATUS_STATES = {"pending": "pending", "delivered": "delivered", "failed": "failed"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,3 +128,51 @@ class MailboxClient:
                     return key, None if response.status_code == 404 else str(response.json()["key"])
 
             return dict(await asyncio.gather(*(one(key) for key in keys)))
+
+    async def status(self, message_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+        """Return ``{content key: (state, detail)}`` with state delivered, failed or pending.
+
+        Delivered content has ``delivered_via`` (digital or paper) as detail, and failed content a
+        reason. A key the gateway does not know, or one whose status query failed within the
+        retries, is pending with the cause as detail, so that it expires at the channel's
+        deadline rather than failing on a guess.
+
+        Raises:
+            TransientGatewayError: no access token could be had within the retries.
+            RejectedError: the gateway rejected the client credentials or the tenant.
+        """
+        semaphore = asyncio.Semaphore(self.config.concurrency)
+        errors: list[TransientGatewayError] = []
+        async with self._client() as client:
+
+            async def one(key: str) -> tuple[str, tuple[str, str | None]]:
+                async with semaphore:
+                    headers = await self._bearer(client)
+
+                    async def get() -> httpx.Response:
+                        response = await client.get(f"{self.prefix}/content/{quote(key, safe='')}/status",
+                                                    headers=headers)
+                        if response.status_code != 404:
+                            raise_for_status(response, "mailbox status")
+                        return response
+
+                    try:
+                        response = await call_with_retries(self.config, "mailbox status", get)
+                    except TransientGatewayError as exc:
+                        errors.append(exc)
+                        return key, ("pending", f"status query failed: {exc}")
+                    if response.status_code == 404:
+                        return key, ("pending", "content key unknown to the mailbox gateway")
+                    body = response.json()
+                    state = STATUS_STATES.get(body.get("status"), "pending")
+                    if state == "delivered":
+                        return key, (state, body.get("delivered_via"))
+                    if state == "failed":
+                        return key, (state, "the mailbox gateway reported the content as not delivered")
+                    return key, (state, None)
+
+            result = dict(await asyncio.gather(*(one(key) for key in message_ids)))
+        if errors:
+            log.warning("%d of %d mailbox status queries failed after %d attempts (last error: %s); they stay pending",
+                        len(errors), len(message_ids), self.config.max_attempts, errors[-1])
+        return result

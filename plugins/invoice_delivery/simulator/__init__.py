@@ -2,14 +2,19 @@
 
 Production points the Airflow connections at the real gateways; tests, the demo and the
 benchmark point them at this service. Start it with
-``python -m invoice_delivery.simulator --port 8025``, or from Python with
-:class:`~invoice_delivery.simulator.process.SimulatorProcess`.
+``python -m invoice_delivery.simulator --port 8025 --smtp-port 8026``, or from Python with
+:class:`~invoice_delivery.simulator.process.SimulatorProcess`. The e-mail channel is a real SMTP
+server on its own port; every other channel is HTTP.
 """
 
 from invoice_delivery.simulator.app import create_app
 from invoice_delivery.simulator.config import (
+    EinvoiceConfig,
+    EmailConfig,
     FaultConfig,
     MailboxConfig,
+    PaperConfig,
+    PushConfig,
     ReceiptConfig,
     SimulatorConfig,
     SimulatorConfigError,
@@ -19,8 +24,12 @@ from invoice_delivery.simulator.config import (
 from invoice_delivery.simulator.process import SimulatorProcess, SimulatorStartError
 
 __all__ = [
+    "EinvoiceConfig",
+    "EmailConfig",
     "FaultConfig",
     "MailboxConfig",
+    "PaperConfig",
+    "PushConfig",
     "ReceiptConfig",
     "SimulatorConfig",
     "SimulatorConfigError",

@@ -1,7 +1,8 @@
 """Run the gateway simulator: ``python -m invoice_delivery.simulator --port 8025 [--config FILE]``.
 
 The simulator listens on loopback only and runs as one uvicorn worker, because its state is in
-memory. Environment variables that override credentials are listed in
+memory. The e-mail channel's SMTP server listens on its own port (``--smtp-port``, 8026 unless
+the configuration sets another). Environment variables that override credentials are listed in
 :mod:`invoice_delivery.simulator.config`.
 """
 
@@ -17,6 +18,7 @@ from invoice_delivery.simulator.app import create_app
 from invoice_delivery.simulator.config import (
     CHANNELS,
     DEFAULT_PORT,
+    DEFAULT_SMTP_PORT,
     SimulatorConfigError,
     is_loopback_host,
     load_config,
@@ -31,10 +33,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; exit with status 2 on a non-loopback host."""
     parser = argparse.ArgumentParser(
         prog="python -m invoice_delivery.simulator",
-        description="Serve the SMS and digital mailbox gateway contracts on a loopback address.",
+        description="Serve the channel gateway contracts (HTTP, and SMTP for e-mail) on a loopback address.",
     )
     parser.add_argument("--host", help="loopback address to listen on (default: the config's host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help=f"TCP port to listen on (default: the config's port, {DEFAULT_PORT})")
+    parser.add_argument(
+        "--smtp-port",
+        type=int,
+        help=f"TCP port of the SMTP server (default: the config's email.smtp_port, {DEFAULT_SMTP_PORT})",
+    )
     parser.add_argument(
         "--config", metavar="JSON_FILE", help="simulator configuration file (default: built-in defaults)"
     )
@@ -46,8 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--host {args.host!r} is not a loopback address; the simulator listens on loopback only, "
             "so use 127.0.0.1, ::1 or localhost"
         )
-    if args.port is not None and not 0 < args.port < 65536:
-        parser.error(f"--port {args.port} is out of range; use a port from 1 to 65535")
+    for option, port in (("--port", args.port), ("--smtp-port", args.smtp_port)):
+        if port is not None and not 0 < port < 65536:
+            parser.error(f"{option} {port} is out of range; use a port from 1 to 65535")
     return args
 
 
@@ -61,14 +69,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    if args.smtp_port is not None:
+        overrides["email"] = config.email.model_copy(update={"smtp_port": args.smtp_port})
     config = config.model_copy(update=overrides)
+    if config.email.smtp_port == config.port:
+        print(
+            f"error: the HTTP port and the SMTP port are both {config.port}; "
+            "set --smtp-port or email.smtp_port to another port",
+            file=sys.stderr,
+        )
+        return 2
 
     app = create_app(config)
     log.info(
-        "Starting gateway simulator on http://%s:%d with channels %s (seed %d)",
+        "Starting gateway simulator on http://%s:%d with channels %s, SMTP on port %d (seed %d)",
         config.host,
         config.port,
         ", ".join(CHANNELS),
+        config.email.smtp_port,
         config.seed,
     )
     uvicorn.run(

@@ -2,11 +2,13 @@
 
 Inspection and control routes (our test contract):
 
-- ``GET /health``: ``{"status": "ok", "channels": [...]}``.
+- ``GET /health``: ``{"status": "ok", "channels": [...], "smtp_port": N}``. It responds only after
+  the SMTP server of the e-mail channel listens.
 - ``GET /_sim/stats``: per channel ``requests``, ``messages_accepted``, ``duplicates_offered``,
   ``rejected``, ``faults_injected`` by kind, ``accepted_per_second`` (Unix second -> count) and
   ``receipts`` by outcome.
-- ``GET /_sim/messages?channel=sms``: the channel's accepted messages in acceptance order.
+- ``GET /_sim/messages?channel=sms``: the channel's accepted messages in acceptance order, for
+  every channel in ``config.CHANNELS``.
 - ``GET /_sim/receipts?channel=sms[&status=outbox]``: scheduled and sent receipts with their
   signed body and headers. Without a receipt URL, due receipts stay here with status ``outbox``.
 - ``GET /_sim/faults`` and ``POST /_sim/faults`` ``{channel: {...}}``: read or replace faults.
@@ -17,6 +19,9 @@ Inspection and control routes (our test contract):
 
 To add a channel, write a module with ``NAME`` and ``build_router(sim)``, add it to
 ``CHANNEL_MODULES``, add its name to ``config.CHANNELS`` and its settings to ``SimulatorConfig``.
+A channel that needs a server of its own, such as e-mail's SMTP server, appends it to
+``sim.services`` in ``build_router``. The application starts it before serving and stops it on
+shutdown.
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from invoice_delivery.simulator import mailbox, sms
+from invoice_delivery.simulator import einvoice, email, mailbox, paper, push, sms
 from invoice_delivery.simulator.config import CHANNELS, FaultConfig, SimulatorConfig
 from invoice_delivery.simulator.context import SimulatorContext
 from invoice_delivery.simulator.faults import FaultInjector, InjectedFault
 from invoice_delivery.simulator.receipts import ReceiptScheduler
 from invoice_delivery.simulator.state import SimulatorState
 
-CHANNEL_MODULES = (sms, mailbox)
+CHANNEL_MODULES = (sms, mailbox, push, email, einvoice, paper)
 
 
 def create_app(config: SimulatorConfig | None = None) -> FastAPI:
@@ -53,9 +58,15 @@ def create_app(config: SimulatorConfig | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await sim.receipts.start()
+        started = []
         try:
+            for service in sim.services:
+                await service.start()
+                started.append(service)
             yield
         finally:
+            for service in reversed(started):
+                await service.stop()
             await sim.receipts.stop()
 
     app = FastAPI(title="Invoice delivery gateway simulator", lifespan=lifespan)
@@ -82,8 +93,8 @@ def _control_router(sim: SimulatorContext) -> APIRouter:
 
     @router.get("/health")
     async def health() -> dict[str, Any]:
-        """Report that the simulator is up and which channels it serves."""
-        return {"status": "ok", "channels": list(CHANNELS)}
+        """Report that the simulator is up, which channels it serves and its SMTP port."""
+        return {"status": "ok", "channels": list(CHANNELS), "smtp_port": sim.config.email.smtp_port}
 
     @router.get("/_sim/stats")
     async def stats() -> dict[str, Any]:

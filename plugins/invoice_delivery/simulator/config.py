@@ -9,6 +9,16 @@ optional). These environment variables override the credentials after the file i
 - ``INVOICE_DELIVERY_SIM_MAILBOX_CLIENT_ID``, ``INVOICE_DELIVERY_SIM_MAILBOX_CLIENT_SECRET``:
   OAuth2 client credentials of the mailbox API.
 - ``INVOICE_DELIVERY_SIM_MAILBOX_TENANT_KEY``: the only tenant key the mailbox API serves.
+- ``INVOICE_DELIVERY_SIM_PUSH_BEARER_TOKEN``: the only bearer token the push API accepts.
+- ``INVOICE_DELIVERY_SIM_PUSH_WEBHOOK_SECRET``: secret that signs push "opened" receipts.
+- ``INVOICE_DELIVERY_SIM_EMAIL_USERNAME``, ``INVOICE_DELIVERY_SIM_EMAIL_PASSWORD``: SMTP AUTH
+  credentials, also the HTTP basic credentials of the e-mail lookup route.
+- ``INVOICE_DELIVERY_SIM_EMAIL_WEBHOOK_SECRET``: secret that signs e-mail delivery and bounce receipts.
+- ``INVOICE_DELIVERY_SIM_EINVOICE_USERNAME``, ``INVOICE_DELIVERY_SIM_EINVOICE_PASSWORD``: HTTP
+  basic credentials of the e-invoice access point.
+- ``INVOICE_DELIVERY_SIM_EINVOICE_WEBHOOK_SECRET``: secret that signs e-invoice status receipts.
+- ``INVOICE_DELIVERY_SIM_PAPER_USERNAME``, ``INVOICE_DELIVERY_SIM_PAPER_PASSWORD``: HTTP basic
+  credentials of the print partner API.
 
 Receipt URLs must point at a loopback address, because the simulator is a local test service.
 """
@@ -25,8 +35,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CHANNELS = ("sms", "mailbox")
+CHANNELS = ("sms", "mailbox", "push", "email", "einvoice", "paper")
 DEFAULT_PORT = 8025
+DEFAULT_SMTP_PORT = 8026
 ENV_PREFIX = "INVOICE_DELIVERY_SIM_"
 
 # Environment variable suffix -> (channel section, field).
@@ -37,6 +48,16 @@ ENV_OVERRIDES = {
     "MAILBOX_CLIENT_ID": ("mailbox", "client_id"),
     "MAILBOX_CLIENT_SECRET": ("mailbox", "client_secret"),
     "MAILBOX_TENANT_KEY": ("mailbox", "tenant_key"),
+    "PUSH_BEARER_TOKEN": ("push", "bearer_token"),
+    "PUSH_WEBHOOK_SECRET": ("push", "webhook_secret"),
+    "EMAIL_USERNAME": ("email", "username"),
+    "EMAIL_PASSWORD": ("email", "password"),
+    "EMAIL_WEBHOOK_SECRET": ("email", "webhook_secret"),
+    "EINVOICE_USERNAME": ("einvoice", "username"),
+    "EINVOICE_PASSWORD": ("einvoice", "password"),
+    "EINVOICE_WEBHOOK_SECRET": ("einvoice", "webhook_secret"),
+    "PAPER_USERNAME": ("paper", "username"),
+    "PAPER_PASSWORD": ("paper", "password"),
 }
 
 
@@ -80,16 +101,38 @@ class FaultConfig(_Strict):
     rate_429: float = Field(0.0, ge=0, le=1, description="Fraction of requests that get a 429 response.")
     retry_after: int = Field(1, ge=0, description="Retry-After of injected 429 responses, in seconds.")
     retry_after_format: Literal["seconds", "http-date"] = "seconds"
+    max_request_faults: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Number of 429, 5xx and timeout faults after which requests pass, counted since the faults "
+            "were set or reset; None injects without limit."
+        ),
+    )
     reject_recipients: list[str] = Field(
-        default_factory=list, description="Recipients rejected permanently: SMS 2104, mailbox recipient_not_found."
+        default_factory=list,
+        description=(
+            "Recipients rejected permanently: SMS 2104, mailbox recipient_not_found, push UNREGISTERED, "
+            "e-mail 550 at RCPT, e-invoice receiver_not_registered, paper address_rejected (by postal code)."
+        ),
     )
     block_recipients: list[str] = Field(
-        default_factory=list, description="Recipients rejected permanently: SMS 2105, mailbox recipient_not_found."
+        default_factory=list,
+        description="Recipients rejected permanently like reject_recipients; SMS replies 2105, e-mail 550 5.7.1.",
     )
     receipt_loss_rate: float = Field(0.0, ge=0, le=1, description="Fraction of receipts never sent.")
     receipt_duplicate_rate: float = Field(0.0, ge=0, le=1, description="Fraction of receipts sent twice.")
     receipt_jitter_s: float = Field(
         0.0, ge=0, description="Random extra receipt delay up to this many seconds, which reorders receipts."
+    )
+    receipt_early_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Fraction of first receipts of a message POSTed before the reply to its send request, "
+            "so they may reach the receiver before the sender has recorded the send."
+        ),
     )
 
     @model_validator(mode="after")
@@ -159,6 +202,88 @@ class MailboxConfig(_Strict):
     paper_rate: float = Field(0.0, ge=0, le=1, description="Fraction of delivered content delivered on paper.")
 
 
+class PushConfig(_Strict):
+    """App push gateway: project, bearer token, dead installation tokens and "opened" receipts."""
+
+    project: str = Field("invoice-app", description="The only project id the push API serves.")
+    bearer_token: str = Field("push-bearer-token", description="The only bearer token the push API accepts.")
+    webhook_secret: str = "whsec_c2ltdWxhdG9yLXB1c2gtb3BlbmVkLXJlY2VpcHRz"
+    receipts: ReceiptConfig = Field(default_factory=ReceiptConfig)
+    dead_tokens: list[str] = Field(
+        default_factory=list,
+        description='Installation tokens that get UNREGISTERED, besides every token starting with "dead-".',
+    )
+    open_rate: float = Field(
+        0.0, ge=0, le=1, description='Fraction of accepted messages that the app reports "opened".'
+    )
+
+
+class EmailConfig(_Strict):
+    """E-mail gateway: the SMTP server's port, credentials and TLS, and the bounce outcomes."""
+
+    smtp_port: int = Field(DEFAULT_SMTP_PORT, ge=1, le=65535, description="TCP port of the SMTP server.")
+    server_hostname: str = Field("gateway-simulator.localhost", description="Host name in the SMTP greeting.")
+    username: str = Field("email-user", description="SMTP AUTH user, also the HTTP basic user of the lookup route.")
+    password: str = "email-password"
+    auth_required: bool = Field(False, description="Reject mail from sessions that did not authenticate.")
+    tls_cert_file: str | None = Field(
+        None, description="PEM certificate chain; with tls_key_file the server offers STARTTLS."
+    )
+    tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file.")
+    webhook_secret: str = "whsec_c2ltdWxhdG9yLWVtYWlsLWRlbGl2ZXJ5LXJlY2VpcHRz"
+    receipts: ReceiptConfig = Field(default_factory=ReceiptConfig)
+    hard_bounce_rate: float = Field(0.0, ge=0, le=1, description="Fraction of accepted messages that bounce hard.")
+    soft_bounce_rate: float = Field(0.0, ge=0, le=1, description="Fraction of accepted messages that bounce soft.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EmailConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file to offer STARTTLS, or neither")
+        total = self.hard_bounce_rate + self.soft_bounce_rate
+        if total > 1 + 1e-9:
+            raise ValueError(f"hard_bounce_rate + soft_bounce_rate is {total:g}; the sum must be at most 1")
+        return self
+
+
+class EinvoiceConfig(_Strict):
+    """Peppol access point: HTTP basic credentials, registered receivers and message level status."""
+
+    username: str = "einvoice-user"
+    password: str = "einvoice-password"
+    webhook_secret: str = "whsec_c2ltdWxhdG9yLWVpbnZvaWNlLXN0YXR1cy1yZWNlaXB0cw=="
+    receipts: ReceiptConfig = Field(default_factory=ReceiptConfig)
+    unknown_receivers: list[str] = Field(
+        default_factory=list, description='Participant ids ("scheme:value") not registered in the network.'
+    )
+    check_participant_checksums: bool = Field(
+        True, description="Reject participant ids whose check digit is wrong, as python-stdnum computes it."
+    )
+    decision_delay_s: float = Field(
+        2.0, ge=0, description="Time from acknowledgement (AB) to acceptance (AP) or rejection (RE), in seconds."
+    )
+    rejection_rate: float = Field(0.0, ge=0, le=1, description="Fraction of documents that end RE.")
+    rejection_reasons: list[str] = Field(
+        default_factory=lambda: [
+            "BR-CO-15: invoice total amount with VAT must equal the total without VAT plus the total VAT amount"
+        ],
+        min_length=1,
+        description="Reasons listed with a simulated RE status.",
+    )
+
+
+class PaperConfig(_Strict):
+    """Print partner: HTTP basic credentials and the print, post and return outcomes."""
+
+    username: str = "paper-user"
+    password: str = "paper-password"
+    print_delay_s: float = Field(1.0, ge=0, description="Time from receipt of a job to 'printed', in seconds.")
+    post_delay_s: float = Field(1.0, ge=0, description="Time from 'printed' to 'posted' or 'returned', in seconds.")
+    return_rate: float = Field(0.0, ge=0, le=1, description="Fraction of jobs that end 'returned'.")
+    returned_postal_codes: list[str] = Field(
+        default_factory=list, description="Postal codes whose jobs always end 'returned'; spaces are ignored."
+    )
+
+
 class SimulatorConfig(_Strict):
     """The whole simulator: where it listens, the random seed, each channel and its faults."""
 
@@ -167,6 +292,10 @@ class SimulatorConfig(_Strict):
     seed: int = Field(0, description="Seed of the random draws for faults and outcomes.")
     sms: SmsConfig = Field(default_factory=SmsConfig)
     mailbox: MailboxConfig = Field(default_factory=MailboxConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
+    email: EmailConfig = Field(default_factory=EmailConfig)
+    einvoice: EinvoiceConfig = Field(default_factory=EinvoiceConfig)
+    paper: PaperConfig = Field(default_factory=PaperConfig)
     faults: dict[str, FaultConfig] = Field(default_factory=dict, description="Faults per channel name.")
 
     @field_validator("host")
@@ -183,6 +312,14 @@ class SimulatorConfig(_Strict):
         if unknown:
             raise ValueError(f"faults name unknown channels {unknown}; valid channels are {list(CHANNELS)}")
         return faults
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> SimulatorConfig:
+        if self.email.smtp_port == self.port:
+            raise ValueError(
+                f"email.smtp_port {self.email.smtp_port} equals the HTTP port; give the SMTP server its own port"
+            )
+        return self
 
     def faults_for(self, channel: str) -> FaultConfig:
         """Return the channel's configured faults, or no faults."""

@@ -8,13 +8,23 @@ import hmac
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from invoice_delivery.simulator.config import SimulatorConfig
 from invoice_delivery.simulator.faults import FaultInjector
 from invoice_delivery.simulator.receipts import ReceiptScheduler
 from invoice_delivery.simulator.state import SimulatorState
+
+
+class Service(Protocol):
+    """A server that runs beside the HTTP application, such as the SMTP server."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -25,6 +35,7 @@ class SimulatorContext:
     state: SimulatorState
     faults: FaultInjector
     receipts: ReceiptScheduler
+    services: list[Service] = field(default_factory=list)
     _outcome_rngs: dict[str, random.Random] = field(default_factory=dict)
 
     def outcome_rng(self, channel: str) -> random.Random:
@@ -65,6 +76,14 @@ def credentials_match(offered: tuple[str, str] | None, user: str, password: str)
     user_ok = hmac.compare_digest(offered[0].encode(), user.encode())
     password_ok = hmac.compare_digest(offered[1].encode(), password.encode())
     return user_ok and password_ok
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    """Return the ``{"code", "message"[, "field"]}`` error body that most channel routes use."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=status)
 
 
 def iso_timestamp(unix_time: float) -> str:

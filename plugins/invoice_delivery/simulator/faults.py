@@ -5,7 +5,8 @@ channel name, so a run with the same configuration and the same requests injects
 faults. A request that gets a 429, a 5xx or a timeout raises :class:`InjectedFault` before the
 channel records anything, so the client's retry is not a duplicate. The exception is a timeout
 with ``timeout_after_accept``: the channel records the message first and the reply is held
-afterwards.
+afterwards. ``max_request_faults`` stops the 429, 5xx and timeout faults of a channel after that
+many, so that a test can fail the first request and let the retry pass.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ class InjectedFault(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ReceiptPlan:
-    """Fate of one receipt: lost, sent twice, and extra delay in seconds."""
+    """Fate of one receipt: lost, sent twice, extra delay in seconds, sent before the send's reply."""
 
     lost: bool = False
     duplicate: bool = False
     extra_delay_s: float = 0.0
+    early: bool = False
 
 
 NO_RECEIPT_FAULT = ReceiptPlan()
@@ -64,6 +66,7 @@ class FaultInjector:
         self._request_rngs = {channel: random.Random(f"{self._seed}:{channel}:faults") for channel in CHANNELS}
         self._receipt_rngs = {channel: random.Random(f"{self._seed}:{channel}:receipts") for channel in CHANNELS}
         self._rejections = {channel: _rejection_map(self._faults[channel]) for channel in CHANNELS}
+        self._request_faults = dict.fromkeys(CHANNELS, 0)
 
     def get(self, channel: str) -> FaultConfig:
         return self._faults[channel]
@@ -72,6 +75,7 @@ class FaultInjector:
         """Replace one channel's faults; fields left out of ``faults`` are back to no fault."""
         self._faults[channel] = faults
         self._rejections[channel] = _rejection_map(faults)
+        self._request_faults[channel] = 0
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {channel: faults.model_dump() for channel, faults in self._faults.items()}
@@ -99,6 +103,11 @@ class FaultInjector:
             await asyncio.sleep(faults.latency_ms / 1000)
 
         draw = self._request_rngs[channel].random()
+        limit = faults.max_request_faults
+        if limit is not None and self._request_faults[channel] >= limit:
+            return 0.0
+        if draw < faults.rate_429 + faults.error_5xx_rate + faults.timeout_rate:
+            self._request_faults[channel] += 1
         if draw < faults.rate_429:
             stats.faults_injected["rate_429"] += 1
             raise InjectedFault(_too_many_requests(faults, render_error))
@@ -128,16 +137,22 @@ class FaultInjector:
         return self._rejections[channel].get(recipient)
 
     def receipt_plan(self, channel: str) -> ReceiptPlan:
-        """Draw whether one receipt is lost, duplicated or delayed further."""
+        """Draw whether one receipt is lost, duplicated, delayed further or sent before the reply."""
         faults = self._faults[channel]
-        if not (faults.receipt_loss_rate or faults.receipt_duplicate_rate or faults.receipt_jitter_s):
+        if not (
+            faults.receipt_loss_rate
+            or faults.receipt_duplicate_rate
+            or faults.receipt_jitter_s
+            or faults.receipt_early_rate
+        ):
             return NO_RECEIPT_FAULT
         rng = self._receipt_rngs[channel]
-        return ReceiptPlan(
-            lost=rng.random() < faults.receipt_loss_rate,
-            duplicate=rng.random() < faults.receipt_duplicate_rate,
-            extra_delay_s=rng.uniform(0, faults.receipt_jitter_s),
-        )
+        lost = rng.random() < faults.receipt_loss_rate
+        duplicate = rng.random() < faults.receipt_duplicate_rate
+        extra_delay_s = rng.uniform(0, faults.receipt_jitter_s)
+        # Drawn last and only when configured, so that the other draws keep their sequence.
+        early = bool(faults.receipt_early_rate) and rng.random() < faults.receipt_early_rate
+        return ReceiptPlan(lost=lost, duplicate=duplicate, extra_delay_s=extra_delay_s, early=early)
 
 
 def _rejection_map(faults: FaultConfig) -> dict[str, Rejection]:

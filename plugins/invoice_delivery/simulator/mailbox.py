@@ -43,6 +43,7 @@ from invoice_delivery.simulator.context import (
     SimulatorContext,
     basic_credentials,
     credentials_match,
+    error_response,
     iso_timestamp,
 )
 from invoice_delivery.simulator.state import ChannelStore, MessageRecord
@@ -88,13 +89,6 @@ def has_mailbox(number: str, config: MailboxConfig) -> bool:
         return True
     digest = hashlib.sha256(number.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < config.match_fraction
-
-
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status)
 
 
 def _error_body(status: int, kind: str, message: str) -> dict[str, Any]:

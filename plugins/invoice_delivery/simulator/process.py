@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,14 +29,18 @@ class SimulatorProcess:
     """Start ``python -m invoice_delivery.simulator`` on a loopback port and stop it on exit.
 
     ``config`` is a :class:`SimulatorConfig` or a dict of its fields; its port is replaced by
-    ``port``. ``env`` adds or replaces environment variables of the child, for example the
-    credential overrides. The child's stdout and stderr go to a temporary file, which
-    :meth:`output` returns and start errors quote.
+    ``port``. The e-mail channel's SMTP server listens on ``smtp_port`` if given, else on the
+    configuration's ``email.smtp_port`` if the configuration sets it, else on a free port chosen
+    here, so that several simulators can run at once. :attr:`smtp_port` is the port in use.
+    ``env`` adds or replaces environment variables of the child, for example the credential
+    overrides. The child's stdout and stderr go to a temporary file, which :meth:`output`
+    returns and start errors quote.
 
     Example::
 
         with SimulatorProcess(8025) as sim:
             httpx.get(f"{sim.url}/health")
+            smtplib.SMTP(sim.host, sim.smtp_port)
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class SimulatorProcess:
         env: Mapping[str, str] | None = None,
         *,
         host: str = "127.0.0.1",
+        smtp_port: int | None = None,
         start_timeout_s: float = 20.0,
         stop_timeout_s: float = 5.0,
     ) -> None:
@@ -54,9 +60,16 @@ class SimulatorProcess:
             config = SimulatorConfig()
         elif not isinstance(config, SimulatorConfig):
             config = SimulatorConfig.model_validate(dict(config))
+        if smtp_port is None:
+            configured = "smtp_port" in config.email.model_fields_set
+            smtp_port = config.email.smtp_port if configured else _free_port(host)
+        if smtp_port == port:
+            raise ValueError(f"smtp_port {smtp_port} equals port; give the SMTP server its own port")
         self.port = port
         self.host = host
-        self.config = config.model_copy(update={"host": host, "port": port})
+        self.smtp_port = smtp_port
+        email = config.email.model_copy(update={"smtp_port": smtp_port})
+        self.config = config.model_copy(update={"host": host, "port": port, "email": email})
         self.env = dict(env or {})
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -101,6 +114,8 @@ class SimulatorProcess:
             self.host,
             "--port",
             str(self.port),
+            "--smtp-port",
+            str(self.smtp_port),
             "--config",
             str(config_file),
         ]
@@ -159,3 +174,11 @@ class SimulatorProcess:
             f"gateway simulator on {self.url} did not respond to /health within {self.start_timeout_s:g} s; "
             f"check that the port is free. Its output:\n{self.output()}"
         )
+
+
+def _free_port(host: str) -> int:
+    """Return a TCP port on ``host`` that was free a moment ago."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host.strip("[]"), 0))
+        return sock.getsockname()[1]

@@ -9,7 +9,10 @@ the same ``webhook-id`` and a fresh timestamp. A channel without a receipt URL k
 receipts, signed, in an outbox that ``GET /_sim/receipts`` lists.
 
 Faults per channel may lose a receipt (its message status still changes), send it twice with the
-same ``webhook-id``, or delay it by a random extra time, which reorders receipts.
+same ``webhook-id``, delay it by a random extra time, which reorders receipts, or send it early.
+An early receipt is due at once, and the reply to the send request that scheduled it waits until
+the receipt's first POST has finished. Only receipts scheduled inside
+:meth:`ReceiptScheduler.early_receipts_before_reply` can be early.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +41,9 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_POSTS = 32
 FAILURE_LOG_INTERVAL_S = 10.0
 DUPLICATE_GAP_S = 0.05
+
+# Futures of the early receipts that the current send request scheduled; None outside such a request.
+_early_receipt_gates: ContextVar[list[asyncio.Future[None]] | None] = ContextVar("early_receipt_gates", default=None)
 
 
 @dataclass(slots=True)
@@ -72,6 +80,13 @@ class Delivery:
     last_error: str | None = None
     headers: dict[str, str] | None = None
     finished_at: float | None = None
+    early: bool = False
+    reply_gate: asyncio.Future[None] | None = None
+
+    def open_reply_gate(self) -> None:
+        """Release the reply of the send request that waits for this early receipt."""
+        if self.reply_gate is not None and not self.reply_gate.done():
+            self.reply_gate.set_result(None)
 
     def to_json(self) -> dict[str, Any]:
         """Return the delivery as ``GET /_sim/receipts`` lists it."""
@@ -80,6 +95,7 @@ class Delivery:
             "channel": receipt.channel,
             "webhook_id": receipt.webhook_id,
             "copy": self.copy,
+            "early": self.early,
             "status": self.status,
             "due_at": self.due_at,
             "finished_at": self.finished_at,
@@ -149,6 +165,8 @@ class ReceiptScheduler:
         self._generation += 1
         self._heap.clear()
         for channel in self._channels.values():
+            for delivery in channel.deliveries:
+                delivery.open_reply_gate()
             channel.deliveries = []
             channel.failures_since_log = 0
         in_flight = set(self._posts)
@@ -158,19 +176,58 @@ class ReceiptScheduler:
             for task in pending:
                 task.cancel()
 
-    def schedule(self, channel: str, fire: Callable[[], dict[str, Any]], delay_s: float | None = None) -> None:
-        """Schedule one receipt of ``channel`` after ``delay_s`` (default: the channel's delay)."""
+    @asynccontextmanager
+    async def early_receipts_before_reply(self) -> AsyncIterator[None]:
+        """Wrap the processing of a send request, so that its early receipts precede the reply.
+
+        On leaving the block without an error, wait until each early receipt scheduled inside
+        it has finished its first POST (delivered or not), reached the outbox or been dropped.
+        The wait ends after the longest receipt POST timeout plus one second in any case.
+        """
+        gates: list[asyncio.Future[None]] = []
+        token = _early_receipt_gates.set(gates)
+        try:
+            yield
+        finally:
+            _early_receipt_gates.reset(token)
+        if gates:
+            timeout = max(channel.config.timeout_s for channel in self._channels.values()) + 1
+            await asyncio.wait(gates, timeout=timeout)
+
+    def schedule(
+        self,
+        channel: str,
+        fire: Callable[[], dict[str, Any]],
+        delay_s: float | None = None,
+        *,
+        may_arrive_early: bool = True,
+    ) -> None:
+        """Schedule one receipt of ``channel`` after ``delay_s`` (default: the channel's delay).
+
+        ``may_arrive_early`` is false for receipts that report a later status change, such as
+        a final status after an acknowledgement: the early fault never applies to them.
+        """
         receipts = self._channels[channel]
         stats = self._state.channel(channel).stats
         plan = self._faults.receipt_plan(channel)
-        delay = (receipts.config.delay_s if delay_s is None else delay_s) + plan.extra_delay_s
+        gates = _early_receipt_gates.get()
+        early = plan.early and may_arrive_early and gates is not None and not plan.lost
+        if early:
+            delay = 0.0
+        else:
+            delay = (receipts.config.delay_s if delay_s is None else delay_s) + plan.extra_delay_s
         now = time.time()
 
         receipt = Receipt(channel=channel, fire=fire)
         stats.receipts["scheduled"] += 1
         if plan.lost:
             stats.faults_injected["receipt_lost"] += 1
-        self._push(receipts, Delivery(receipt, 1, plan.lost, now + delay, self._generation), delay)
+        first = Delivery(receipt, 1, plan.lost, now + delay, self._generation, early=early)
+        if early and gates is not None:
+            stats.faults_injected["receipt_early"] += 1
+            first.reply_gate = asyncio.get_running_loop().create_future()
+            gates.append(first.reply_gate)
+        self._push(receipts, first, delay)
         if plan.duplicate and not plan.lost:
             stats.faults_injected["receipt_duplicate"] += 1
             duplicate_delay = delay + DUPLICATE_GAP_S
@@ -218,10 +275,12 @@ class ReceiptScheduler:
             delivery.status = "failed"
             delivery.last_error = "building the receipt payload failed; see the simulator log"
             stats.receipts["failed"] += 1
+            delivery.open_reply_gate()
             return
         if delivery.lost:
             delivery.status = "lost"
             stats.receipts["lost"] += 1
+            delivery.open_reply_gate()
             return
         if receipts.config.url is None:
             delivery.headers = webhooks.signed_headers(
@@ -230,6 +289,7 @@ class ReceiptScheduler:
             delivery.status = "outbox"
             delivery.finished_at = time.time()
             stats.receipts["outbox"] += 1
+            delivery.open_reply_gate()
             return
         task = asyncio.create_task(self._post(delivery, receipts))
         self._posts.add(task)
@@ -240,6 +300,7 @@ class ReceiptScheduler:
         delivery.status = "sending"
         async with self._post_slots:
             if delivery.generation != self._generation:
+                delivery.open_reply_gate()
                 return
             # Sign when the POST starts, so that a wait for a free slot does not age the timestamp.
             receipt = delivery.receipt
@@ -248,6 +309,7 @@ class ReceiptScheduler:
             headers["content-type"] = "application/json"
             delivery.attempts += 1
             error = await self._send(receipts.config, body, headers)
+        delivery.open_reply_gate()
         if delivery.generation != self._generation:
             return
         delivery.headers = headers

@@ -307,7 +307,8 @@ def build_router(sim: SimulatorContext) -> APIRouter:
         message, invalid = await _read_json(request)
         if invalid is not None:
             return invalid
-        reply = gateway.process(message, time.time())
+        async with sim.receipts.early_receipts_before_reply():
+            reply = gateway.process(message, time.time())
         await sim.faults.after_accept(entered)
         status = 202 if reply["resultCode"] == RESULT_QUEUED else 400
         return JSONResponse(reply, status_code=status)
@@ -327,7 +328,8 @@ def build_router(sim: SimulatorContext) -> APIRouter:
             description = f"messages must be a list of 1 to {MAX_BATCH} messages, got {count}"
             return JSONResponse({"resultCode": RESULT_INVALID, "description": description}, status_code=400)
         now = time.time()
-        replies = [gateway.process(message, now) for message in messages]
+        async with sim.receipts.early_receipts_before_reply():
+            replies = [gateway.process(message, now) for message in messages]
         await sim.faults.after_accept(entered)
         return JSONResponse({"messages": replies})
 

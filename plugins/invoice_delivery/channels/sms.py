@@ -82,7 +82,9 @@ class SmsClient:
 
     async def send(self, messages: list[SmsMessage]) -> list[SendOutcome]:
         """Send all messages; an outcome with neither id nor reason means "try again later"."""
-        chunks = [messages[i : i + BATCH_LIMIT] for i in range(0, len(messages), BATCH_LIMIT)]
+        # With a rate limit, one request carries at most a second's worth, so no second exceeds it.
+        size = min(BATCH_LIMIT, int(self.config.rate_limit_per_s)) if self.config.rate_limit_per_s >= 1 else BATCH_LIMIT
+        chunks = [messages[i : i + size] for i in range(0, len(messages), size)]
         semaphore = asyncio.Semaphore(self.config.concurrency)
         async with self._client() as client:
 

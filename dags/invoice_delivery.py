@@ -22,7 +22,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DeltaDataIntervalTimetable, Param, dag, task, task_group
+from airflow.sdk import DeltaDataIntervalTimetable, Param, dag, task
+
+from invoice_delivery.pipeline_tasks import deliver_batches
 
 INTERVAL = timedelta(minutes=5)
 
@@ -68,42 +70,7 @@ def invoice_delivery():
 
         return tasks.extract(context, INTERVAL)
 
-    @task
-    def validate(batch_id: int, **context) -> dict[str, int]:
-        from invoice_delivery import tasks
-
-        return tasks.validate(context, batch_id)
-
-    @task
-    def quality_gate(outcomes: list[dict[str, int]], **context) -> list[int]:
-        from invoice_delivery import tasks
-
-        return tasks.quality_gate(context, outcomes)
-
-    @task_group
-    def process(batch_id: int):
-        @task
-        def route(batch_id: int, **context) -> int:
-            from invoice_delivery import tasks
-
-            return tasks.route(context, batch_id)
-
-        @task
-        def render(batch_id: int, **context) -> int:
-            from invoice_delivery import tasks
-
-            return tasks.render(context, batch_id)
-
-        @task
-        def send(batch_id: int, **context) -> dict[str, int]:
-            from invoice_delivery import tasks
-
-            return tasks.send(context, batch_id)
-
-        send(render(route(batch_id)))
-
-    validated = validate.expand(batch_id=extract())
-    process.expand(batch_id=quality_gate(validated))
+    deliver_batches(extract())
 
 
 invoice_delivery()

@@ -23,6 +23,7 @@ log = logging.getLogger("invoice_delivery.cli")
 
 SAMPLES_DIR = settings.PROJECT_ROOT / "include" / "samples" / "peppol"
 BROKEN_DIR = settings.PROJECT_ROOT / "include" / "samples" / "broken"
+API_PORT = 8080
 
 
 def _connect():
@@ -74,6 +75,78 @@ def cmd_validation(args: argparse.Namespace) -> int:
     summary = {key: row[key] for key in ("batch_id", "run_id", "validated", "passed", "quarantined", "by_rule")}
     summary["created_at"] = row["created_at"].isoformat()
     print(json.dumps(summary if args.summary else {**summary, "result": row["result"]}, indent=2, default=str))
+    return 0
+
+
+def _parse_day(value: str, option: str) -> datetime:
+    try:
+        return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), datetime.min.time(), tzinfo=UTC)
+    except ValueError:
+        raise SystemExit(f"{option} {value!r} is not a date; use YYYY-MM-DD") from None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print one invoice's trail, or export a period's events as CSV or JSON lines."""
+    import csv
+
+    from invoice_delivery import devenv, reports
+
+    if bool(args.invoice_number) == bool(args.date_from or args.date_to):
+        print("give either INVOICE_NUMBER or --from DATE --to DATE", file=sys.stderr)
+        return 2
+    with devenv.database(), _connect() as conn:
+        if args.invoice_number:
+            events = list(reports.audit_events(conn, invoice_number=args.invoice_number))
+            if not events:
+                print(f"No audit events for invoice number {args.invoice_number!r}", file=sys.stderr)
+                return 1
+            print(reports.format_audit_trail(events))
+            return 0
+        if not (args.date_from and args.date_to):
+            print("an export needs both --from and --to", file=sys.stderr)
+            return 2
+        start, end = _parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to") + timedelta(days=1)
+        if end <= start:
+            print(f"--to {args.date_to} is before --from {args.date_from}", file=sys.stderr)
+            return 2
+        out = args.output.open("w", newline="") if args.output else sys.stdout
+        count = 0
+        try:
+            writer = csv.DictWriter(out, fieldnames=reports.AUDIT_COLUMNS) if args.format == "csv" else None
+            if writer:
+                writer.writeheader()
+            for event in reports.audit_events(conn, occurred_from=start, occurred_until=end):
+                count += 1
+                if writer:
+                    writer.writerow({**event, "details": json.dumps(event["details"], sort_keys=True, default=str),
+                                     "occurred_at": event["occurred_at"].isoformat()})
+                else:
+                    out.write(json.dumps(event, default=str, sort_keys=True) + "\n")
+        finally:
+            if args.output:
+                out.close()
+    print(f"{count} audit events exported", file=sys.stderr)
+    return 0
+
+
+def cmd_purge_bodies(args: argparse.Namespace) -> int:
+    """Delete stored message bodies older than the given age; hashes and the trail stay."""
+    from invoice_delivery import devenv, ledger
+    from invoice_delivery.context import RunContext
+
+    if args.older_than_days < 1:
+        print(f"--older-than-days must be at least 1, got {args.older_than_days}", file=sys.stderr)
+        return 2
+    ctx = RunContext.manual(os.environ.get("USER", "unknown"), f"purge message bodies older than "
+                                                               f"{args.older_than_days} days", task_id="purge-bodies")
+    with devenv.database(), _connect() as conn:
+        deleted = conn.execute(
+            "DELETE FROM delivery.message m USING delivery.delivery d WHERE d.delivery_id = m.delivery_id"
+            " AND m.created_at < now() - %s * interval '1 day' RETURNING m.delivery_id, d.invoice_id",
+            (args.older_than_days,),
+        ).fetchall()
+        ledger.record_events(conn, ctx, "message_body_purged", [{"details": {"count": len(deleted)}}])
+    print(f"{len(deleted)} message bodies purged; their SHA-256 hashes stay in delivery.delivery")
     return 0
 
 
@@ -129,15 +202,28 @@ def _fresh_inbox(source: Path) -> Path:
     return inbox
 
 
+DEMO_SMS_DEADLINE_S = 20
+DEMO_SMS_RECEIPT_LOSS = 0.1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Set up everything, run ``invoice_delivery`` once through Airflow, print the ledger, stop."""
+    """Set up everything, run the lifecycle through Airflow with real receipts, print the ledger, stop.
+
+    SMS receipts are lost on purpose for a tenth of the messages and the SMS receipt deadline is
+    cut to 20 seconds, so the demo shows deliveries expiring and reaching the customer by the next
+    channel of their plan. Quiet hours are off unless ``INVOICE_DELIVERY_QUIET_HOURS`` is set.
+    """
     from invoice_delivery import devenv, reports
     from invoice_delivery.ingest.generator import generate
     from invoice_delivery.ingest.ubl import ingest_files
+    from invoice_delivery.reconcile.receiver import create_receiver_app, secrets_from_env, serve_in_thread
     from invoice_delivery.simulator.process import SimulatorProcess
 
     started = time.monotonic()
-    env = devenv.airflow_env()
+    # Quiet hours off, so the demo shows SMS and push at any hour of the day; `make up` keeps them.
+    base = {"INVOICE_DELIVERY_QUIET_HOURS": "off", **os.environ, **devenv.gateway_connections(
+        devenv.simulator_port(), extra_overrides={"sms": {"receipt_deadline_s": DEMO_SMS_DEADLINE_S}})}
+    env = devenv.airflow_env(base)
     logs = settings.data_dir() / "logs"
     _run_step("Starting the embedded PostgreSQL and applying migrations (the invoice database starts empty)")
     with devenv.database(reset_invoices=True):
@@ -155,12 +241,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _run_step(f"Generating {args.invoices} synthetic invoices")
             print(generate(conn, args.invoices, seed=args.seed, ready_from=now - timedelta(minutes=4),
                            ready_until=now - timedelta(seconds=1)))
-        _run_step(f"Starting the gateway simulator on 127.0.0.1:{devenv.simulator_port()}")
-        with SimulatorProcess(devenv.simulator_port()):
-            step = _run_step("Running the DAG invoice_delivery through Airflow (airflow dags test)")
-            log_file = logs / "invoice_delivery-dags-test.log"
-            devenv.run_airflow(["dags", "test", "invoice_delivery"], env, log_file=log_file)
-            print(f"    done in {time.monotonic() - step:.1f}s; Airflow's output is in {log_file}")
+
+        receiver = create_receiver_app(secrets_from_env(env), settings.invoice_db_target)
+        with serve_in_thread(receiver, devenv.receiver_port()) as receiver_url:
+            sim_config = devenv.simulator_config(
+                receiver_url, faults={"sms": {"receipt_loss_rate": DEMO_SMS_RECEIPT_LOSS}})
+            _run_step(f"Starting the gateway simulator on 127.0.0.1:{devenv.simulator_port()}; signed receipts go "
+                      f"to the local receiver at {receiver_url} (the api-server serves the same app in `make up`)")
+            with SimulatorProcess(devenv.simulator_port(), config=sim_config, smtp_port=devenv.simulator_smtp_port()):
+                _airflow_run(env, "invoice_delivery", "send every ready invoice", logs)
+                time.sleep(3)
+                _airflow_run(env, "delivery_reconciliation", "apply receipts and status polls", logs)
+                _wait(DEMO_SMS_DEADLINE_S, "for SMS deliveries with lost receipts to pass their deadline")
+                _airflow_run(env, "delivery_reconciliation", "expire them and plan the next channel", logs)
+                _airflow_run(env, "invoice_delivery", "send the fallback attempts", logs)
+                time.sleep(3)
+                _airflow_run(env, "delivery_reconciliation", "apply the fallbacks' receipts", logs)
         with _connect() as conn:
             counts = reports.status_counts(conn)
     print()
@@ -168,6 +264,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nDemo finished in {time.monotonic() - started:.0f}s. Nothing is left running.")
     print("Next: .venv/bin/invoice-delivery status --json, or .venv/bin/invoice-delivery show INVOICE_NUMBER")
     return 0
+
+
+def _airflow_run(env: dict[str, str], dag_id: str, purpose: str, logs: Path) -> None:
+    from invoice_delivery import devenv
+
+    step = _run_step(f"Running the DAG {dag_id} through Airflow to {purpose}")
+    log_file = logs / f"{dag_id}-{datetime.now(UTC):%H%M%S}.log"
+    devenv.run_airflow(["dags", "test", dag_id], env, log_file=log_file)
+    print(f"    done in {time.monotonic() - step:.1f}s; Airflow's output is in {log_file}", flush=True)
+
+
+def _wait(seconds: float, why: str) -> None:
+    print(f"==> Waiting {seconds:.0f}s {why}", flush=True)
+    time.sleep(seconds)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -182,7 +292,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         users_file.parent.mkdir(parents=True, exist_ok=True)
         if not users_file.exists():
             users_file.write_text(json.dumps({"admin": "admin"}))
-        with SimulatorProcess(devenv.simulator_port()):
+        # Receipts go to the api-server, which serves the project's receiver through its plugin.
+        sim_config = devenv.simulator_config(f"http://127.0.0.1:{API_PORT}/invoice-delivery")
+        with SimulatorProcess(devenv.simulator_port(), config=sim_config, smtp_port=devenv.simulator_smtp_port()):
             print(f"Gateway simulator on http://127.0.0.1:{devenv.simulator_port()}")
             print("Airflow UI on http://localhost:8080  (login: admin / password: admin, local only)")
             print("Ctrl-C stops everything.", flush=True)
@@ -227,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     validation.add_argument("batch_id", type=int)
     validation.add_argument("--summary", action="store_true", help="counts only, without the full GX result")
     validation.set_defaults(func=cmd_validation)
+
+    audit = sub.add_parser("audit", help="print one invoice's audit trail, or export a period")
+    audit.add_argument("invoice_number", nargs="?")
+    audit.add_argument("--from", dest="date_from", help="first day of the export, YYYY-MM-DD (UTC)")
+    audit.add_argument("--to", dest="date_to", help="last day of the export, inclusive, YYYY-MM-DD (UTC)")
+    audit.add_argument("--format", choices=("csv", "jsonl"), default="jsonl", help="export format (default jsonl)")
+    audit.add_argument("--output", type=Path, help="write the export to this file instead of standard output")
+    audit.set_defaults(func=cmd_audit)
+
+    purge = sub.add_parser("purge-bodies", help="delete message bodies past an age; hashes and trail stay")
+    purge.add_argument("--older-than-days", type=int, required=True)
+    purge.set_defaults(func=cmd_purge_bodies)
 
     ingest = sub.add_parser("ingest-ubl", help="ingest Peppol BIS Billing 3.0 UBL files or folders")
     ingest.add_argument("paths", nargs="+", type=Path)

@@ -32,16 +32,65 @@ def simulator_port() -> int:
     return int(os.environ.get("INVOICE_DELIVERY_SIM_PORT", DEFAULT_SIM_PORT))
 
 
-def gateway_connections(port: int) -> dict[str, str]:
-    """Return ``AIRFLOW_CONN_*`` values pointing every gateway at the simulator on ``port``."""
-    sms = {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http",
-           "login": "sms-user", "password": "sms-password",
-           "extra": {"source": "Invoices", "rate_limit_per_s": 0, "concurrency": 4, "timeout_s": 10}}
-    mailbox = {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http",
-               "login": "mailbox-client", "password": "mailbox-secret",
-               "extra": {"tenant_key": "tenant-simulator", "rate_limit_per_s": 0, "concurrency": 16,
-                         "timeout_s": 10}}
-    return {"AIRFLOW_CONN_SMS_GATEWAY": json.dumps(sms), "AIRFLOW_CONN_MAILBOX_GATEWAY": json.dumps(mailbox)}
+DEFAULT_RECEIVER_PORT = 8027
+DEFAULT_SMTP_PORT = 8026
+
+
+def simulator_smtp_port() -> int:
+    return int(os.environ.get("INVOICE_DELIVERY_SMTP_PORT", DEFAULT_SMTP_PORT))
+
+
+def receiver_port() -> int:
+    return int(os.environ.get("INVOICE_DELIVERY_RECEIVER_PORT", DEFAULT_RECEIVER_PORT))
+
+
+def gateway_connections(port: int, smtp_port: int | None = None,
+                        extra_overrides: dict[str, dict] | None = None) -> dict[str, str]:
+    """Return ``AIRFLOW_CONN_*`` values pointing every gateway at the simulator on ``port``.
+
+    Credentials and webhook secrets are the simulator's local-only defaults.
+    """
+    from invoice_delivery.simulator.config import SimulatorConfig
+
+    sim = SimulatorConfig()
+    base = {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http"}
+    limits = {"rate_limit_per_s": 0, "timeout_s": 10}
+    connections = {
+        "sms": {**base, "login": sim.sms.username, "password": sim.sms.password,
+                "extra": {**limits, "source": "Invoices", "concurrency": 4, "webhook_secret": sim.sms.webhook_secret}},
+        "mailbox": {**base, "login": sim.mailbox.client_id, "password": sim.mailbox.client_secret,
+                    "extra": {**limits, "tenant_key": sim.mailbox.tenant_key, "concurrency": 16}},
+        "push": {**base, "password": sim.push.bearer_token,
+                 "extra": {**limits, "project": sim.push.project, "concurrency": 16,
+                           "webhook_secret": sim.push.webhook_secret}},
+        "email": {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port or simulator_smtp_port(),
+                  "schema": "smtp",
+                  "login": sim.email.username, "password": sim.email.password,
+                  "extra": {**limits, "concurrency": 8, "lookup_url": f"http://127.0.0.1:{port}",
+                            "from_address": "no-reply@nordlys-energi.example.com",
+                            "webhook_secret": sim.email.webhook_secret}},
+        "einvoice": {**base, "login": sim.einvoice.username, "password": sim.einvoice.password,
+                     "extra": {**limits, "concurrency": 8, "webhook_secret": sim.einvoice.webhook_secret}},
+        "paper": {**base, "login": sim.paper.username, "password": sim.paper.password,
+                  "extra": {**limits, "concurrency": 4}},
+    }
+    for channel, extra in (extra_overrides or {}).items():
+        connections[channel]["extra"].update(extra)
+    return {f"AIRFLOW_CONN_{channel.upper()}_GATEWAY": json.dumps(conn) for channel, conn in connections.items()}
+
+
+def simulator_config(receipt_base_url: str | None, **overrides: dict) -> dict:
+    """Return a simulator configuration that sends every channel's receipts to ``receipt_base_url``."""
+    config: dict = {}
+    if receipt_base_url:
+        for channel in ("sms", "push", "email", "einvoice"):
+            config[channel] = {"receipts": {"url": f"{receipt_base_url}/receipts/{channel}", "delay_s": 1.0}}
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    return config
 
 
 def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:

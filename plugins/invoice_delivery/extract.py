@@ -35,8 +35,13 @@ def extract_window(
     interval_end: datetime,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    redrive: bool = False,
 ) -> list[int]:
-    """Register the window's invoices and pending work in batches; return this run's batch ids."""
+    """Register the window's invoices and pending work in batches; return this run's batch ids.
+
+    With ``redrive`` (a backfill run), the window's failed, quarantined and unroutable invoices are
+    put back to work too (see :mod:`invoice_delivery.redrive`); delivered ones are left alone.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if interval_end < interval_start:
@@ -66,6 +71,12 @@ def extract_window(
     ledger.record_events(conn, ctx, "extracted", ({"invoice_id": i, "to_state": "extracted"} for i in new_ids))
 
     released = _release_corrected(conn, ctx, interval_end)
+    if redrive and not existing:
+        from invoice_delivery import redrive as redrive_module
+
+        moved = redrive_module.apply_redrive(
+            conn, ctx, redrive_module.select_redrivable(conn, interval_start, interval_end))
+        released += moved.quarantined + moved.unroutable
 
     pending = [
         row["invoice_id"]
@@ -85,7 +96,7 @@ def extract_window(
     taken = set(new_ids)
     pending = sorted(set(pending) | set(released))
     work = new_ids + [i for i in pending if i not in taken]
-    batch_ids = _cut_batches(conn, ctx, work, interval_start, interval_end, batch_size)
+    batch_ids = cut_batches(conn, ctx, work, interval_start, interval_end, batch_size)
     log.info(
         "Extracted window %s to %s: %d new invoices, %d with pending work (%d released from quarantine), "
         "%d new batches, %d batches in all",
@@ -118,7 +129,7 @@ def _release_corrected(conn: psycopg.Connection, ctx: RunContext, interval_end: 
     return released
 
 
-def _cut_batches(
+def cut_batches(
     conn: psycopg.Connection,
     ctx: RunContext,
     invoice_ids: list[int],

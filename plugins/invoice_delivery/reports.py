@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -30,6 +32,8 @@ def status_counts(conn: psycopg.Connection) -> dict[str, Any]:
     documents = conn.execute("SELECT count(*) AS n FROM delivery.document").fetchone()["n"]
     invoices = conn.execute("SELECT count(*) AS n FROM billing.invoice").fetchone()["n"]
     attempts = conn.execute("SELECT count(*) AS n FROM delivery.delivery").fetchone()["n"]
+    by_fallback = conn.execute(
+        "SELECT count(*) AS n FROM delivery.delivery WHERE state = 'delivered' AND attempt > 1").fetchone()["n"]
     return {
         "channels": {channel: dict(states) for channel, states in channels.items()},
         "quarantined": held.get("quarantined", 0),
@@ -38,6 +42,7 @@ def status_counts(conn: psycopg.Connection) -> dict[str, Any]:
         "total": documents,
         "invoices_in_source": invoices,
         "delivery_attempts": attempts,
+        "delivered_by_fallback": by_fallback,
     }
 
 
@@ -54,6 +59,8 @@ def format_status(counts: dict[str, Any]) -> str:
     for status, n in sorted(counts["held_other"].items()):
         lines.append(f"{'awaiting: ' + status:<60}{n:>9}")
     lines.append(f"{'documents in the ledger':<60}{counts['total']:>9}")
+    lines.append(f"{'  of which delivered on a fallback channel':<60}{counts['delivered_by_fallback']:>9}")
+    lines.append(f"{'delivery attempts (all channels, all tries)':<60}{counts['delivery_attempts']:>9}")
     lines.append(f"{'invoices in the billing source':<60}{counts['invoices_in_source']:>9}")
     return "\n".join(lines)
 
@@ -124,4 +131,51 @@ def format_invoice_path(invoice: dict[str, Any]) -> str:
                 f" {e['dag_id']}/{e['task_id']} try {e['try_number']}"
                 + (f"  reason: {e['reason']}" if e["reason"] else "")
             )
+    return "\n".join(lines)
+
+
+AUDIT_COLUMNS = ("event_id", "occurred_at", "event_type", "invoice_id", "invoice_number", "delivery_id", "channel",
+                 "from_state", "to_state", "reason", "actor", "dag_id", "run_id", "task_id", "try_number", "details")
+
+
+def audit_events(conn: psycopg.Connection, *, invoice_number: str | None = None, occurred_from=None,
+                 occurred_until=None) -> Iterator[dict[str, Any]]:
+    """Yield audit events of one invoice number, or of a period [from, until), oldest first."""
+    where, params = [], []
+    if invoice_number is not None:
+        where.append("i.invoice_number = %s")
+        params.append(invoice_number)
+    if occurred_from is not None:
+        where.append("e.occurred_at >= %s")
+        params.append(occurred_from)
+    if occurred_until is not None:
+        where.append("e.occurred_at < %s")
+        params.append(occurred_until)
+    sql = (
+        "SELECT e.event_id, e.occurred_at, e.event_type, e.invoice_id, i.invoice_number, e.delivery_id, e.channel,"
+        " e.from_state, e.to_state, e.reason, e.actor, e.dag_id, e.run_id, e.task_id, e.try_number, e.details"
+        " FROM delivery.audit_event e LEFT JOIN billing.invoice i USING (invoice_id)"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY e.event_id"
+    )
+    with conn.cursor(name="audit_export") as cursor:
+        cursor.itersize = 5000
+        cursor.execute(sql, params)
+        yield from cursor
+
+
+def format_audit_trail(events: list[dict[str, Any]]) -> str:
+    lines = []
+    for e in events:
+        move = f"{e['from_state'] or ''} -> {e['to_state']}" if e["to_state"] else ""
+        who = f"{e['dag_id']}/{e['task_id']} try {e['try_number']} run {e['run_id']}"
+        if e["actor"]:
+            who += f" by {e['actor']}"
+        lines.append(f"{e['occurred_at']:%Y-%m-%d %H:%M:%S.%f}  #{e['event_id']:<8} {e['event_type']:<24}"
+                     f" {e['channel'] or '-':<8} {move}")
+        lines.append(f"    {who}")
+        if e["reason"]:
+            lines.append(f"    reason: {e['reason']}")
+        if e["details"]:
+            lines.append(f"    details: {json.dumps(e['details'], sort_keys=True, default=str)}")
     return "\n".join(lines)

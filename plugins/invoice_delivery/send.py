@@ -24,10 +24,15 @@ import psycopg
 
 from invoice_delivery import fallback, ledger
 from invoice_delivery.channels import RECEIPT_DEADLINES, SendOutcome, TransientGatewayError
+from invoice_delivery.channels.einvoice import EinvoiceMessage
+from invoice_delivery.channels.email import EmailMessage
 from invoice_delivery.channels.mailbox import MailboxMessage
+from invoice_delivery.channels.paper import PaperMessage
+from invoice_delivery.channels.push import PushMessage
 from invoice_delivery.channels.sms import SmsMessage
 from invoice_delivery.context import RunContext
 from invoice_delivery.masking import project_logger
+from invoice_delivery.quiet_hours import configured_window, next_allowed_time
 
 log = project_logger(__name__)
 
@@ -46,14 +51,19 @@ WHERE bi.batch_id = %s AND d.state = %s
 
 _MESSAGE_SQL = """
 SELECT d.delivery_id, d.invoice_id, d.channel, d.idempotency_key, m.body, m.content_type,
-       c.mobile, c.country AS customer_country
+       c.name AS customer_name, c.mobile, c.email, c.push_token, c.peppol_id AS receiver_id,
+       c.street, c.postal_code, c.city, c.country AS customer_country,
+       s.peppol_id AS sender_id, s.org_number AS seller_org_number
 FROM delivery.delivery d
 JOIN delivery.message m ON m.delivery_id = d.delivery_id
 JOIN billing.invoice i ON i.invoice_id = d.invoice_id
+JOIN billing.seller s ON s.seller_id = i.seller_id
 JOIN billing.customer c ON c.customer_id = i.customer_id
 WHERE d.delivery_id = ANY(%s)
 ORDER BY d.delivery_id
 """
+# The envelope sender of invoice e-mail when the email gateway connection sets no ``from_address``.
+DEFAULT_MAIL_FROM = "no-reply@invoices.example.com"
 
 
 def _resolve_unfinished(conn: psycopg.Connection, ctx: RunContext, batch_id: int,
@@ -86,6 +96,36 @@ def _resolve_unfinished(conn: psycopg.Connection, ctx: RunContext, batch_id: int
     return resend
 
 
+QUIET_CHANNELS = ("sms", "push")
+
+
+def _defer_quiet(conn: psycopg.Connection, batch_id: int, now: datetime) -> int:
+    """Hold back SMS and push messages whose recipient entered quiet hours since rendering."""
+    window = configured_window()
+    if window is None:
+        return 0
+    rows = conn.execute(
+        "SELECT d.delivery_id, c.time_zone FROM delivery.delivery d"
+        " JOIN delivery.batch_item bi ON bi.invoice_id = d.invoice_id"
+        " JOIN billing.invoice i ON i.invoice_id = d.invoice_id JOIN billing.customer c USING (customer_id)"
+        " WHERE bi.batch_id = %s AND d.state = 'rendered' AND d.channel = ANY(%s)"
+        " AND (d.not_before IS NULL OR d.not_before <= %s)",
+        (batch_id, list(QUIET_CHANNELS), now),
+    ).fetchall()
+    deferred = []
+    for row in rows:
+        allowed = next_allowed_time(now, row["time_zone"] or "Europe/Stockholm", *window)
+        if allowed > now:
+            deferred.append((allowed, row["delivery_id"]))
+    with conn.cursor() as cur:
+        cur.executemany("UPDATE delivery.delivery SET not_before = %s, updated_at = now() WHERE delivery_id = %s",
+                        deferred)
+    if deferred:
+        log.info("Batch %s: %d SMS and push messages held until the recipients' quiet hours end",
+                 batch_id, len(deferred))
+    return len(deferred)
+
+
 def _claim(conn: psycopg.Connection, ctx: RunContext, batch_id: int) -> list[int]:
     rows = conn.execute(
         "UPDATE delivery.delivery d SET state = 'sending', claimed_at = now(), sent_run_id = %s, updated_at = now()"
@@ -109,14 +149,26 @@ def _e164(mobile: str, country: str | None) -> str:
     return phonenumbers.format_number(phonenumbers.parse(mobile, country or "SE"), phonenumbers.PhoneNumberFormat.E164)
 
 
-def _build(row: dict[str, Any]) -> Any:
-    if row["channel"] == "sms":
+def _build(row: dict[str, Any], mail_from: str) -> Any:
+    """Wrap a rendered message in its channel's envelope: the recipient's address on that channel."""
+    channel, delivery_id, key, body = row["channel"], row["delivery_id"], row["idempotency_key"], bytes(row["body"])
+    if channel == "sms":
         dcs = "UCS2" if "dcs=UCS2" in row["content_type"] else "GSM"
-        return SmsMessage(row["delivery_id"], row["idempotency_key"], _e164(row["mobile"], row["customer_country"]),
-                          bytes(row["body"]).decode(), dcs)
-    if row["channel"] == "mailbox":
-        return MailboxMessage(row["delivery_id"], row["idempotency_key"], bytes(row["body"]))
-    raise ValueError(f"no sender for channel {row['channel']!r}")
+        return SmsMessage(delivery_id, key, _e164(row["mobile"], row["customer_country"]), body.decode(), dcs)
+    if channel == "mailbox":
+        return MailboxMessage(delivery_id, key, body)
+    if channel == "push":
+        return PushMessage(delivery_id, key, row["push_token"], body)
+    if channel == "email":
+        return EmailMessage(delivery_id, key, mail_from, row["email"], body)
+    if channel == "einvoice":
+        sender = row["sender_id"] or f"0007:{row['seller_org_number']}"
+        return EinvoiceMessage(delivery_id, key, sender, row["receiver_id"], body)
+    if channel == "paper":
+        address = {"name": row["customer_name"], "street": row["street"], "postal_code": row["postal_code"],
+                   "city": row["city"], "country": row["customer_country"] or "SE"}
+        return PaperMessage(delivery_id, key, address, body, {"duplex": True, "colour": False, "postage": "B"})
+    raise ValueError(f"no sender for channel {channel!r}")
 
 
 def receipt_deadlines(clients: dict[str, ChannelClient]) -> dict[str, timedelta]:
@@ -147,29 +199,33 @@ def _record(conn: psycopg.Connection, ctx: RunContext, outcomes: list[SendOutcom
     ledger.set_document_status(conn, ctx, sorted({r["invoice_id"] for r in moved}), "in_progress",
                                from_statuses=["routed", "in_progress"])
     failed = ledger.transition(conn, ctx, rejected, from_states=["sending"], to_state="failed")
-    fallback.plan_next_attempts(conn, ctx, failed)
-    return {"accepted": len(moved), "rejected": len(failed)}
+    planned = fallback.plan_next_attempts(conn, ctx, failed)
+    return {"accepted": len(moved), "rejected": len(failed), "next_attempts": planned["next_attempts"]}
 
 
 def send_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int,
                clients: dict[str, ChannelClient]) -> dict[str, int]:
     """Send the batch's rendered messages; return counts. ``conn`` must not be in autocommit mode."""
     resend = _resolve_unfinished(conn, ctx, batch_id, clients)
+    _defer_quiet(conn, batch_id, datetime.now(UTC))
     claimed = _claim(conn, ctx, batch_id)
     conn.commit()  # the claim is durable before any HTTP call
 
     ids = resend + claimed
     if not ids:
         log.info("Batch %s: nothing to send", batch_id)
-        return {"accepted": 0, "rejected": 0, "unresolved": 0}
+        return {"accepted": 0, "rejected": 0, "unresolved": 0, "next_attempts": 0}
+    email_client = clients.get("email")
+    mail_from = getattr(getattr(email_client, "config", None), "extra", {}).get("from_address", DEFAULT_MAIL_FROM)
     by_channel: dict[str, list[Any]] = defaultdict(list)
     for row in conn.execute(_MESSAGE_SQL, (ids,)):
-        by_channel[row["channel"]].append(_build(row))
+        by_channel[row["channel"]].append(_build(row, mail_from))
     conn.commit()
 
-    outcomes: list[SendOutcome] = []
-    for channel, messages in by_channel.items():
-        outcomes.extend(asyncio.run(clients[channel].send(messages)))
+    async def send_all() -> list[list[SendOutcome]]:
+        return await asyncio.gather(*(clients[channel].send(messages) for channel, messages in by_channel.items()))
+
+    outcomes = [outcome for per_channel in asyncio.run(send_all()) for outcome in per_channel]
     counts = _record(conn, ctx, outcomes, receipt_deadlines(clients))
     conn.commit()
 

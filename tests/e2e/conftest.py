@@ -44,6 +44,53 @@ def airflow_env(airflow_metadata, airflow_home, invoice_db, simulator) -> dict[s
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata.sqlalchemy_url(),
         "AIRFLOW_CONN_INVOICE_DB": invoice_db.airflow_uri(),
         "INVOICE_DELIVERY_SIM_PORT": str(simulator.port),
+        # The same behaviour at any hour: quiet hours would hold SMS and push back overnight.
+        "INVOICE_DELIVERY_QUIET_HOURS": "off",
     }
-    base.update(devenv.gateway_connections(simulator.port))
+    base.update(devenv.gateway_connections(simulator.port, smtp_port=simulator.smtp_port))
     return devenv.airflow_env(base)
+
+
+@pytest.fixture
+def scheduler(airflow_env, airflow_home, airflow_metadata, tmp_path) -> Iterator[None]:
+    """Run Airflow's scheduler and dag-processor (LocalExecutor) for tests that need real scheduling."""
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    import psycopg
+
+    airflow = shutil.which("airflow", path=airflow_env["PATH"])
+    api_port = free_port()
+    # Task processes report to the api-server's execution API, signed with a secret all components share.
+    airflow_env.update({
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-jwt-secret",
+    })
+    processes = []
+    for component in (["api-server", "--port", str(api_port)], ["dag-processor"], ["scheduler"]):
+        log = (tmp_path / f"{component[0]}.log").open("w")
+        processes.append(subprocess.Popen([airflow, *component], env=airflow_env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            with psycopg.connect(airflow_metadata.conninfo()) as meta:
+                found = meta.execute("SELECT count(*) FROM dag WHERE dag_id = 'invoice_delivery'").fetchone()[0]
+            if found:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the dag-processor did not register invoice_delivery; see {tmp_path}")
+            time.sleep(1)
+        yield
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import uvicorn
 
 from invoice_delivery import ledger
 from invoice_delivery.context import RunContext
@@ -61,18 +58,8 @@ def add_receipt(conn, channel: str, webhook_id: str, payload: dict, *, message_i
 @pytest.fixture
 def receiver_url(invoice_db) -> Iterator[str]:
     """Serve the receipt receiver on a loopback port with a known secret per channel."""
-    from invoice_delivery.reconcile.receiver import create_receiver_app
+    from invoice_delivery.reconcile.receiver import create_receiver_app, serve_in_thread
 
     app = create_receiver_app(lambda channel: f"secret-{channel}", lambda: invoice_db)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("receiver did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(app, free_port()) as url:
+        yield url

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -94,6 +95,41 @@ def create_receiver_app(secret_for: SecretLookup, target: Callable[[], settings.
         return {"status": "ok"}
 
     return app
+
+
+def secrets_from_env(env: dict[str, str]) -> SecretLookup:
+    """Return a lookup reading ``webhook_secret`` from ``AIRFLOW_CONN_<CHANNEL>_GATEWAY`` JSON values in ``env``."""
+
+    def lookup(channel: str) -> str | None:
+        raw = env.get(f"AIRFLOW_CONN_{channel.upper()}_GATEWAY", "")
+        if not raw.strip().startswith("{"):
+            return None
+        return (json.loads(raw).get("extra") or {}).get("webhook_secret")
+
+    return lookup
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, port: int) -> Iterator[str]:
+    """Serve ``app`` on ``127.0.0.1:port`` in a background thread; yield its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="receipt-receiver", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the receipt receiver did not start on 127.0.0.1:{port}; is the port taken?")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def secret_from_connections(channel: str) -> str | None:

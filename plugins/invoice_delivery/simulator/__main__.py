@@ -47,8 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
+    parser.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="listen on and post receipts to non-loopback addresses; only inside an isolated container network",
+    )
     args = parser.parse_args(argv)
-    if args.host is not None and not is_loopback_host(args.host):
+    if args.host is not None and not args.allow_non_loopback and not is_loopback_host(args.host):
         parser.error(
             f"--host {args.host!r} is not a loopback address; the simulator listens on loopback only, "
             "so use 127.0.0.1, ::1 or localhost"
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    if args.allow_non_loopback:
+        overrides["allow_non_loopback"] = True
     if args.smtp_port is not None:
         overrides["email"] = config.email.model_copy(update={"smtp_port": args.smtp_port})
     config = config.model_copy(update=overrides)

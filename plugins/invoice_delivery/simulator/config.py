@@ -160,11 +160,6 @@ class ReceiptConfig(_Strict):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"receipt url {url!r} is not an http(s) URL; use e.g. http://127.0.0.1:8026/receipts")
-        if not is_loopback_host(parts.hostname):
-            raise ValueError(
-                f"receipt url {url!r} is not on a loopback address; "
-                "the simulator posts to 127.0.0.1, ::1 or localhost only"
-            )
         return url
 
 
@@ -298,12 +293,26 @@ class SimulatorConfig(_Strict):
     paper: PaperConfig = Field(default_factory=PaperConfig)
     faults: dict[str, FaultConfig] = Field(default_factory=dict, description="Faults per channel name.")
 
-    @field_validator("host")
-    @classmethod
-    def _check_host(cls, host: str) -> str:
-        if not is_loopback_host(host):
-            raise ValueError(f"host {host!r} is not a loopback address; use 127.0.0.1, ::1 or localhost")
-        return host
+    allow_non_loopback: bool = Field(
+        False,
+        description="Listen and post receipts beyond loopback; only inside an isolated container network.",
+    )
+
+    @model_validator(mode="after")
+    def _check_loopback(self) -> SimulatorConfig:
+        if self.allow_non_loopback:
+            return self
+        if not is_loopback_host(self.host):
+            raise ValueError(f"host {self.host!r} is not a loopback address; use 127.0.0.1, ::1 or localhost")
+        for channel in CHANNELS:
+            receipts = getattr(getattr(self, channel), "receipts", None)
+            url = receipts.url if receipts else None
+            if url and not is_loopback_host(urlsplit(url).hostname or ""):
+                raise ValueError(
+                    f"{channel}.receipts.url {url!r} is not on a loopback address; the simulator posts to "
+                    "127.0.0.1, ::1 or localhost unless allow_non_loopback is set (container networks only)"
+                )
+        return self
 
     @field_validator("faults")
     @classmethod

@@ -93,9 +93,9 @@ def extract_window(
         )
     ]
 
-    taken = set(new_ids)
+    new_id_set = set(new_ids)
     pending = sorted(set(pending) | set(released))
-    work = new_ids + [i for i in pending if i not in taken]
+    work = new_ids + [i for i in pending if i not in new_id_set]
     batch_ids = cut_batches(conn, ctx, work, interval_start, interval_end, batch_size)
     log.info(
         "Extracted window %s to %s: %d new invoices, %d with pending work (%d released from quarantine), "

@@ -43,12 +43,6 @@ class ChannelClient(Protocol):
     async def lookup(self, keys: list[str]) -> dict[str, str | None]: ...
 
 
-_BATCH_ROWS = """
-SELECT d.delivery_id FROM delivery.delivery d
-JOIN delivery.batch_item bi ON bi.invoice_id = d.invoice_id
-WHERE bi.batch_id = %s AND d.state = %s
-"""
-
 _MESSAGE_SQL = """
 SELECT d.delivery_id, d.invoice_id, d.channel, d.idempotency_key, m.body, m.content_type,
        c.name AS customer_name, c.mobile, c.email, c.push_token, c.peppol_id AS receiver_id,
@@ -235,7 +229,7 @@ def send_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int,
              batch_id, len(ids), counts["accepted"], counts["rejected"], unresolved)
     if unresolved:
         raise TransientGatewayError(
-            f"batch {batch_id}: {unresolved} messages got no answer from their gateway; they stay claimed "
+            f"batch {batch_id}: {unresolved} messages received no response from their gateway; they stay claimed "
             f"and the task's retry resolves them by idempotency key"
         )
     return counts

@@ -26,7 +26,7 @@ def masked_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Keep personal data out of the task log when a task fails.
 
     Database and library errors can quote row values (a phone number in a constraint violation).
-    When the message holds personal data, the traceback is logged with it masked and a masked
+    When the message contains personal data, the traceback is logged with it masked and a masked
     exception of the same retry class replaces the original.
     """
 
@@ -50,7 +50,7 @@ def masked_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class TaskFailedError(RuntimeError):
-    """Raised in place of an error whose message held personal data; the message is masked."""
+    """Raised in place of an error whose message contained personal data; the message is masked."""
 
 
 def _window(context: dict[str, Any], default_span: timedelta) -> tuple[Any, Any]:
@@ -62,6 +62,11 @@ def _window(context: dict[str, Any], default_span: timedelta) -> tuple[Any, Any]
     return start, end
 
 
+def _is_backfill(dag_run: Any) -> bool:
+    run_type = dag_run.run_type
+    return getattr(run_type, "value", run_type) == "backfill"  # an enum in tasks, a string elsewhere
+
+
 @masked_errors
 def extract(context: dict[str, Any], default_span: timedelta) -> list[int]:
     from invoice_delivery.extract import extract_window
@@ -70,7 +75,7 @@ def extract(context: dict[str, Any], default_span: timedelta) -> list[int]:
     with db.connect(db.airflow_target()) as conn:
         return extract_window(conn, RunContext.from_airflow(context), start, end,
                               batch_size=int(context["params"]["batch_size"]),
-                              redrive=str(context["dag_run"].run_type) == "backfill")
+                              redrive=_is_backfill(context["dag_run"]))
 
 
 @masked_errors
@@ -226,7 +231,7 @@ def expire_overdue(context: dict[str, Any]) -> dict[str, int]:
 
 @masked_errors
 def plan_redelivery(context: dict[str, Any]) -> list[int]:
-    """Select the invoices the form asks for; in a real run re-drive them and return their batches."""
+    """Select the invoices the form requests; in a real run, re-drive them and return their batches."""
     from datetime import UTC, date, datetime, time
 
     from invoice_delivery import redrive

@@ -45,8 +45,9 @@ def test_every_document_accounted_for(conn, airflow_env, simulator, peppol_sampl
     routed = {d["invoice_id"] for d in documents if d["latest_state"] in ("accepted", "delivered")}
     assert len(routed) > GENERATED // 2
     stats = httpx.get(f"{simulator.url}/_sim/stats").json()
+    channels = ("sms", "mailbox", "push", "email", "einvoice", "paper")
     messages = sum(len(httpx.get(f"{simulator.url}/_sim/messages", params={"channel": c}).json())
-                   for c in ("sms", "mailbox"))
+                   for c in channels)
     assert messages == len(routed), "the simulator must hold exactly one message per routed invoice"
     assert sum(channel.get("duplicates_offered", 0) for channel in stats.values() if isinstance(channel, dict)) == 0
 
@@ -95,7 +96,7 @@ def test_rerun_sends_nothing_twice(conn, airflow_env, simulator, tmp_path):
     _dags_test(airflow_env, tmp_path, "second.log")
 
     after = httpx.get(f"{simulator.url}/_sim/stats").json()
-    for channel in ("sms", "mailbox"):
+    for channel in ("sms", "mailbox", "push", "email", "einvoice", "paper"):
         assert after[channel]["messages_accepted"] == before[channel]["messages_accepted"]
     assert conn.execute("SELECT count(*) AS n FROM delivery.batch").fetchone()["n"] >= 1
     assert reports.status_counts(conn)["total"] == 50

@@ -110,7 +110,7 @@ def test_gateway_down_leaves_rows_claimed_then_retry_resolves(conn, simulator, r
                json={"sms": {"error_5xx_rate": 1.0}, "mailbox": {"error_5xx_rate": 1.0}}).raise_for_status()
     from invoice_delivery.channels import TransientGatewayError
 
-    with pytest.raises(TransientGatewayError, match="got no answer"):
+    with pytest.raises(TransientGatewayError, match="received no response"):
         send_batch(conn, CTX, rendered_batch, _clients(simulator.url))
     assert _states(conn).get("sending", 0) > 0
     httpx.post(f"{simulator.url}/_sim/faults", json={"sms": {}, "mailbox": {}}).raise_for_status()

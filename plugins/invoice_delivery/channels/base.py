@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -163,3 +164,18 @@ async def call_with_retries(config: GatewayConfig, operation: str, func, *args, 
         delay = max(backoff, error.retry_after or 0)
         log.warning("%s [Try %d of %d]; retrying in %.1fs", error, attempt, config.max_attempts, delay)
         await asyncio.sleep(delay)
+
+
+T = TypeVar("T")
+
+
+async def gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Await all in parallel; on the first error cancel the others and re-raise it."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

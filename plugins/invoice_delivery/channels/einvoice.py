@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +24,7 @@ from invoice_delivery.channels.base import (
     SendOutcome,
     TransientGatewayError,
     call_with_retries,
+    gather_or_cancel,
     raise_for_status,
 )
 
@@ -33,7 +32,6 @@ CREDENTIAL_STATUSES = (401, 403)
 # Message level status -> normalised delivery state.
 STATUS_STATES = {"AB": "pending", "AP": "delivered", "RE": "failed"}
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -46,18 +44,6 @@ class EinvoiceMessage:
     sender_id: str  # Peppol participant id "scheme:value", e.g. "0007:5591837405"
     receiver_id: str
     xml: bytes  # UBL 2.1 (Peppol BIS Billing 3.0), rendered elsewhere
-
-
-async def _gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Await all in parallel; on the first error cancel the others and re-raise it."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _check_credentials(response: httpx.Response, operation: str) -> None:
@@ -127,7 +113,7 @@ class EinvoiceClient:
                         errors.append(exc)
                         return SendOutcome(message.delivery_id, False)
 
-            outcomes = await _gather_or_cancel(one(message) for message in messages)
+            outcomes = await gather_or_cancel(one(message) for message in messages)
         if errors:
             log.warning(
                 "%d of %d e-invoice submissions unresolved after %d attempts (last error: %s); their "
@@ -182,7 +168,7 @@ class EinvoiceClient:
                     response = await call_with_retries(self.config, "e-invoice lookup", get)
                     return key, None if response.status_code == 404 else str(response.json()["transmission_id"])
 
-            return dict(await _gather_or_cancel(one(key) for key in keys))
+            return dict(await gather_or_cancel(one(key) for key in keys))
 
     async def status(self, message_ids: list[str]) -> dict[str, tuple[str, str | None]]:
         """Return ``{transmission id: (state, detail)}`` with state delivered, failed or pending.
@@ -218,7 +204,7 @@ class EinvoiceClient:
                         return transmission_id, ("pending", "transmission id unknown to the access point")
                     return transmission_id, normalise_status(response.json())
 
-            result = dict(await _gather_or_cancel(one(transmission_id) for transmission_id in message_ids))
+            result = dict(await gather_or_cancel(one(transmission_id) for transmission_id in message_ids))
         if errors:
             log.warning(
                 "%d of %d e-invoice status queries failed after %d attempts (last error: %s); they stay pending",

@@ -29,9 +29,7 @@ import logging
 import re
 import smtplib
 import ssl
-from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -44,6 +42,7 @@ from invoice_delivery.channels.base import (
     SendOutcome,
     TransientGatewayError,
     call_with_retries,
+    gather_or_cancel,
     raise_for_status,
 )
 
@@ -54,7 +53,6 @@ CREDENTIAL_REPLY_CODES = frozenset({530, 534, 535, 538})
 CREDENTIAL_STATUSES = (401, 403)
 LINE_END = re.compile(rb"\r?\n")
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -104,18 +102,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-async def _gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Await all in parallel; on the first error cancel the others and re-raise it."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _reply_error(code: int, reply: bytes | str, command: str) -> GatewayError:
@@ -271,7 +257,7 @@ class EmailClient:
                 await asyncio.to_thread(connection.close)
 
         workers = min(self.config.concurrency, len(messages))
-        await _gather_or_cancel(worker() for _ in range(workers))
+        await gather_or_cancel(worker() for _ in range(workers))
         if errors:
             log.warning(
                 "%d of %d e-mail submissions unresolved after %d attempts (last error: %s); their deliveries "
@@ -338,4 +324,4 @@ class EmailClient:
                     response = await call_with_retries(self.config, "e-mail lookup", get)
                     return key, None if response.status_code == 404 else str(response.json()["message_id"])
 
-            return dict(await _gather_or_cancel(one(key) for key in keys))
+            return dict(await gather_or_cancel(one(key) for key in keys))

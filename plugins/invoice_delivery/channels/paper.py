@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -27,6 +26,7 @@ from invoice_delivery.channels.base import (
     SendOutcome,
     TransientGatewayError,
     call_with_retries,
+    gather_or_cancel,
     raise_for_status,
 )
 
@@ -34,7 +34,6 @@ CREDENTIAL_STATUSES = (401, 403)
 # Print partner job status -> normalised delivery state.
 STATUS_STATES = {"received": "pending", "printed": "pending", "posted": "delivered", "returned": "failed"}
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -47,18 +46,6 @@ class PaperMessage:
     address: dict  # {"name", "street", "postal_code", "city", "country"}
     pdf: bytes
     options: dict  # {"duplex": bool, "colour": bool, "postage": "A" | "B"}; missing keys take the partner's default
-
-
-async def _gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Await all in parallel; on the first error cancel the others and re-raise it."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _check_credentials(response: httpx.Response, operation: str) -> None:
@@ -137,7 +124,7 @@ class PaperClient:
                         errors.append(exc)
                         return SendOutcome(message.delivery_id, False)
 
-            outcomes = await _gather_or_cancel(one(message) for message in messages)
+            outcomes = await gather_or_cancel(one(message) for message in messages)
         if errors:
             log.warning(
                 "%d of %d print jobs unresolved after %d attempts (last error: %s); their deliveries stay "
@@ -188,7 +175,7 @@ class PaperClient:
                     response = await call_with_retries(self.config, "print job lookup", get)
                     return key, None if response.status_code == 404 else str(response.json()["job_id"])
 
-            return dict(await _gather_or_cancel(one(key) for key in keys))
+            return dict(await gather_or_cancel(one(key) for key in keys))
 
     async def status(self, message_ids: list[str]) -> dict[str, tuple[str, str | None]]:
         """Return ``{job id: (state, detail)}`` with state delivered, failed or pending.
@@ -224,7 +211,7 @@ class PaperClient:
                         return job_id, ("pending", "job id unknown to the print partner")
                     return job_id, normalise_status(response.json())
 
-            result = dict(await _gather_or_cancel(one(job_id) for job_id in message_ids))
+            result = dict(await gather_or_cancel(one(job_id) for job_id in message_ids))
         if errors:
             log.warning(
                 "%d of %d print job status queries failed after %d attempts (last error: %s); they stay pending",

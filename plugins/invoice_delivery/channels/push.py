@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -29,13 +28,13 @@ from invoice_delivery.channels.base import (
     SendOutcome,
     TransientGatewayError,
     call_with_retries,
+    gather_or_cancel,
     raise_for_status,
 )
 
 UNREGISTERED_REASON = "push token unregistered"
 CREDENTIAL_STATUSES = (401, 403)
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -88,18 +87,6 @@ def rejection_reason(response: httpx.Response) -> str:
     if "UNREGISTERED" in codes:
         return UNREGISTERED_REASON
     return f"push gateway rejected the message with HTTP {response.status_code} {error.get('status')}: {message}"
-
-
-async def _gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Await all in parallel; on the first error cancel the others and re-raise it."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def _check_credentials(response: httpx.Response, operation: str) -> None:
@@ -159,7 +146,7 @@ class PushClient:
                         errors.append(exc)
                         return SendOutcome(message.delivery_id, False)
 
-            outcomes = await _gather_or_cancel(
+            outcomes = await gather_or_cancel(
                 one(message, body) for message, body in zip(messages, bodies, strict=True)
             )
         if errors:
@@ -211,4 +198,4 @@ class PushClient:
                     response = await call_with_retries(self.config, "push lookup", get)
                     return key, None if response.status_code == 404 else str(response.json()["name"])
 
-            return dict(await _gather_or_cancel(one(key) for key in keys))
+            return dict(await gather_or_cancel(one(key) for key in keys))

@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-N ?= 1000
+# N sets the number of generated invoices; each target has its own default.
 
-.PHONY: install demo up test lint clean
+.PHONY: install demo up test lint bench bench-faults bench-validation clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or newer"; exit 1; }
@@ -19,17 +19,26 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/invoice-delivery demo --invoices $(N)
+	$(BIN)/invoice-delivery demo --invoices $(or $(N),1000)
 
 up: $(STAMP)
 	$(BIN)/invoice-delivery up
 
 test: $(STAMP)
-	$(BIN)/ruff check dags plugins tests
+	$(BIN)/ruff check dags plugins tests benchmarks
 	$(BIN)/pytest
 
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_scale --invoices $(or $(N),1000000)
+
+bench-faults: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_faults --invoices $(or $(N),10000)
+
+bench-validation: $(STAMP)
+	$(BIN)/python benchmarks/bench_validation.py $(or $(N),100000)
+
 lint: $(STAMP)
-	$(BIN)/ruff check dags plugins tests
+	$(BIN)/ruff check dags plugins tests benchmarks
 
 clean:
 	rm -rf .data

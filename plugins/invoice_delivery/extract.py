@@ -24,7 +24,8 @@ from invoice_delivery.masking import project_logger
 log = project_logger(__name__)
 
 DEFAULT_BATCH_SIZE = 5_000
-# A claim older than this belongs to a worker that died: its batch is resolved by a later run.
+# A claim (or an extracted but unvalidated invoice) older than this belongs to a run that died or
+# was stopped by a guard: a later run takes it over. Younger ones may still be in a live run's hands.
 STALE_CLAIM_S = 600
 
 
@@ -86,10 +87,11 @@ def extract_window(
             "    OR (d.state = 'sending' AND d.claimed_at < now() - %s * interval '1 second')"
             " UNION SELECT doc.invoice_id FROM delivery.document doc"
             "   WHERE doc.status = 'extracted' AND doc.last_run_id <> %s"
+            "   AND doc.updated_at < now() - %s * interval '1 second'"
             " EXCEPT SELECT bi.invoice_id FROM delivery.batch_item bi"
             "   JOIN delivery.batch b USING (batch_id) WHERE b.dag_id = %s AND b.run_id = %s"
             " ORDER BY 1",
-            (STALE_CLAIM_S, ctx.run_id, ctx.dag_id, ctx.run_id),
+            (STALE_CLAIM_S, ctx.run_id, STALE_CLAIM_S, ctx.dag_id, ctx.run_id),
         )
     ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,8 +52,11 @@ def airflow_env(airflow_metadata, airflow_home, invoice_db, simulator) -> dict[s
 
 
 @pytest.fixture
-def scheduler(airflow_env, airflow_home, airflow_metadata, tmp_path) -> Iterator[None]:
-    """Run Airflow's scheduler and dag-processor (LocalExecutor) for tests that need real scheduling."""
+def scheduler(airflow_env, airflow_home, airflow_metadata, tmp_path) -> Iterator[Callable[[], None]]:
+    """Return a function that starts Airflow's api-server, dag-processor and scheduler (LocalExecutor).
+
+    A test calls it once it has set up its data, so the scheduler's own runs do not race the setup.
+    """
     import shutil
     import signal
     import subprocess
@@ -63,28 +66,31 @@ def scheduler(airflow_env, airflow_home, airflow_metadata, tmp_path) -> Iterator
 
     airflow = shutil.which("airflow", path=airflow_env["PATH"])
     api_port = free_port()
-    # Task processes report to the api-server's execution API, signed with a secret all components share.
-    airflow_env.update({
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-jwt-secret",
-    })
-    processes = []
-    for component in (["api-server", "--port", str(api_port)], ["dag-processor"], ["scheduler"]):
-        log = (tmp_path / f"{component[0]}.log").open("w")
-        processes.append(subprocess.Popen([airflow, *component], env=airflow_env, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
-    try:
+    processes: list[subprocess.Popen] = []
+
+    def start() -> None:
+        # Task processes report to the api-server's execution API, signed with a secret all components share.
+        airflow_env.update({
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-jwt-secret",
+        })
+        for component in (["api-server", "--port", str(api_port)], ["dag-processor"], ["scheduler"]):
+            log = (tmp_path / f"{component[0]}.log").open("w")
+            processes.append(subprocess.Popen([airflow, *component], env=airflow_env, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
         deadline = time.monotonic() + 180
         while True:
             with psycopg.connect(airflow_metadata.conninfo()) as meta:
                 found = meta.execute("SELECT count(*) FROM dag WHERE dag_id = 'invoice_delivery'").fetchone()[0]
             if found:
-                break
+                return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the dag-processor did not register invoice_delivery; see {tmp_path}")
             time.sleep(1)
-        yield
+
+    try:
+        yield start
     finally:
         for process in processes:
             if process.poll() is None:

@@ -83,7 +83,9 @@ def _accepted_sms(simulator) -> int:
 
 @pytest.fixture
 def sms_only_env(airflow_env):
-    return {**airflow_env, "INVOICE_DELIVERY_CHANNELS": "sms"}
+    """Send on SMS only; the same dict reaches the scheduler fixture, so its task processes agree."""
+    airflow_env["INVOICE_DELIVERY_CHANNELS"] = "sms"
+    return airflow_env
 
 
 def test_redelivery_dry_run_then_real(conn, sms_only_env, simulator, tmp_path):
@@ -162,6 +164,7 @@ def test_backfill_redrives_failed_and_skips_delivered(conn, sms_only_env, simula
     conn.commit()
     _clear_faults(simulator)
     before = _accepted_sms(simulator)
+    scheduler()
 
     _run(sms_only_env, ["backfill", "create", "--dag-id", "invoice_delivery",
                         "--from-date", window_start.isoformat(),
@@ -171,8 +174,16 @@ def test_backfill_redrives_failed_and_skips_delivered(conn, sms_only_env, simula
     assert set(states) == {"success"}
     stats = httpx.get(f"{simulator.url}/_sim/stats").json()
     assert stats["sms"]["duplicates_offered"] == 0
-    assert _accepted_sms(simulator) == before + status["failed"] + 2
+    redriven = conn.execute(
+        "SELECT invoice_id, state FROM delivery.delivery WHERE created_run_id LIKE 'backfill%%'").fetchall()
+    assert len({r["invoice_id"] for r in redriven}) >= status["failed"]
+    assert _accepted_sms(simulator) == before + sum(1 for r in redriven if r["state"] in ("accepted", "delivered"))
     after = {r["status"]: r["n"] for r in conn.execute(
         "SELECT status, count(*) AS n FROM delivery.document GROUP BY status")}
     assert after.get("failed", 0) == 0
     assert after.get("quarantined", 0) == 0
+    first_accepted = conn.execute(
+        "SELECT count(*) AS n FROM delivery.delivery d WHERE d.attempt > 1 AND EXISTS (SELECT 1 FROM"
+        " delivery.delivery e WHERE e.invoice_id = d.invoice_id AND e.attempt = 1 AND e.state = 'accepted')"
+    ).fetchone()["n"]
+    assert first_accepted == 0, "an invoice accepted in the first run was sent again"

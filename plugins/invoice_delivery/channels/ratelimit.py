@@ -8,6 +8,10 @@ messages, or that second holds more than the rate: the SMS client sizes its batc
 
 Messages are drawn in blocks of up to a tenth of a second's worth, so a per-message client does
 not pay a database round trip per message.
+
+NOTE: the schedule is exact, the sends are not: on a loaded host a process that wakes up late
+sends its next messages late rather than in a burst, but two processes can still put a few
+messages more than the rate into one second. Configure the limit a little under the gateway's.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class SharedRateLimiter:
         self.block = max(1, int(rate / 10))
         self._granted_until = 0.0  # monotonic time until which the local block's slots run
         self._left = 0
+        self._last_start = 0.0  # monotonic time the previous message of this process was let go
         self._lock = asyncio.Lock()
 
     def _reserve(self, count: int) -> float:
@@ -60,5 +65,9 @@ class SharedRateLimiter:
                 wait = await asyncio.to_thread(self._reserve, size)
                 self._left = size - 1 if count == 1 else 0
                 self._granted_until = time.monotonic() + wait + size / self.rate
-        if wait > 0:
-            await asyncio.sleep(wait)
+            # A late wake-up must not let the following slots catch up in a burst.
+            now = time.monotonic()
+            start = max(now + wait, self._last_start + 1 / self.rate if count == 1 else now + wait)
+            self._last_start = start
+        if start > now:
+            await asyncio.sleep(start - now)

@@ -1,4 +1,4 @@
-"""The ``invoice-delivery`` command: run the demo or the local stack, and read the ledger.
+"""Run the invoice delivery demo or the local stack, and read the ledger.
 
 Run ``invoice-delivery --help`` for the commands. Commands that read the ledger start the
 embedded PostgreSQL for their own duration when it is not running (and no external database is
@@ -244,16 +244,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         receiver = create_receiver_app(secrets_from_env(env), settings.invoice_db_target)
         with serve_in_thread(receiver, devenv.receiver_port()) as receiver_url:
+            # Every push is opened at once in the demo: push has no delivery receipt, only "opened".
             sim_config = devenv.simulator_config(
-                receiver_url, faults={"sms": {"receipt_loss_rate": DEMO_SMS_RECEIPT_LOSS}})
+                receiver_url, push={"open_rate": 1.0}, faults={"sms": {"receipt_loss_rate": DEMO_SMS_RECEIPT_LOSS}})
             _run_step(f"Starting the gateway simulator on 127.0.0.1:{devenv.simulator_port()}; signed receipts go "
                       f"to the local receiver at {receiver_url} (the api-server serves the same app in `make up`)")
             with SimulatorProcess(devenv.simulator_port(), config=sim_config, smtp_port=devenv.simulator_smtp_port()):
                 _airflow_run(env, "invoice_delivery", "send every ready invoice", logs)
-                time.sleep(3)
-                _airflow_run(env, "delivery_reconciliation", "apply receipts and status polls", logs)
-                _wait(DEMO_SMS_DEADLINE_S, "for SMS deliveries with lost receipts to pass their deadline")
-                _airflow_run(env, "delivery_reconciliation", "expire them and plan the next channel", logs)
+                _wait(DEMO_SMS_DEADLINE_S, "so SMS deliveries whose receipt was lost pass their deadline")
+                _airflow_run(env, "delivery_reconciliation",
+                             "apply receipts and status polls, expire overdue SMS and plan the next channel", logs)
                 _airflow_run(env, "invoice_delivery", "send the fallback attempts", logs)
                 time.sleep(3)
                 _airflow_run(env, "delivery_reconciliation", "apply the fallbacks' receipts", logs)
@@ -377,15 +377,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_settings() -> None:
+    """Read every setting the DAGs will read, so a bad value stops the command at once, not a run later."""
+    from invoice_delivery.channels import enabled_channels
+    from invoice_delivery.quiet_hours import configured_window
+
+    try:
+        configured_window()
+        enabled_channels()
+        settings.invoice_db_target()
+    except ValueError as exc:
+        raise settings.ConfigurationError(str(exc)) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        check_settings()
         return args.func(args)
     except settings.ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a failed Airflow command: its log file is named in the message
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": str(AIRFLOW_PARALLELISM),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__API__HOST": "127.0.0.1",  # the local-only login must not be reachable from other hosts
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.embedded_target(settings.AIRFLOW_DB_NAME).sqlalchemy_url(),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW_CONN_INVOICE_DB": settings.embedded_target(settings.INVOICE_DB_NAME).airflow_uri(),

@@ -139,8 +139,20 @@ def raise_for_status(response: httpx.Response, operation: str) -> None:
     raise RejectedError(f"{operation}: rejected with {response.status_code}: {detail}")
 
 
-async def call_with_retries(config: GatewayConfig, operation: str, func, *args, **kwargs):
-    """Await ``func`` and retry transient failures with exponential backoff, jitter and Retry-After."""
+# Transport errors after which the gateway may have received the request: only the reply is missing.
+_MAYBE_RECEIVED = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
+                   httpx.RemoteProtocolError)
+
+
+async def call_with_retries(config: GatewayConfig, operation: str, func, *args, retry_unanswered: bool = True,
+                            **kwargs):
+    """Await ``func`` and retry transient failures with exponential backoff, jitter and Retry-After.
+
+    With ``retry_unanswered=False`` (sends), an error after which the gateway may have taken the
+    request (a read timeout, a connection lost mid-request) is raised at once instead of retried:
+    the row stays claimed and the next try looks the idempotency key up before sending again.
+    Connect errors, 5xx and 429 are retried in place, since the gateway did not take the message.
+    """
     import logging
     import random
 
@@ -153,9 +165,13 @@ async def call_with_retries(config: GatewayConfig, operation: str, func, *args, 
         except httpx.TimeoutException as exc:
             error: TransientGatewayError = TransientGatewayError(f"{operation}: timed out after {config.timeout_s}s")
             error.__cause__ = exc
+            if not retry_unanswered and isinstance(exc, _MAYBE_RECEIVED):
+                raise error from exc
         except httpx.TransportError as exc:
             error = TransientGatewayError(f"{operation}: transport error: {type(exc).__name__}")
             error.__cause__ = exc
+            if not retry_unanswered and isinstance(exc, _MAYBE_RECEIVED):
+                raise error from exc
         except TransientGatewayError as exc:
             error = exc
         if attempt >= config.max_attempts:

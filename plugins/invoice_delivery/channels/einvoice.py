@@ -140,7 +140,7 @@ class EinvoiceClient:
                 raise_for_status(response, "e-invoice submission")
             return response
 
-        response = await call_with_retries(self.config, "e-invoice submission", post)
+        response = await call_with_retries(self.config, "e-invoice submission", post, retry_unanswered=False)
         if response.is_success:
             return SendOutcome(message.delivery_id, True, message_id=str(response.json()["transmission_id"]))
         return SendOutcome(message.delivery_id, False, reason=rejection_reason(response))

@@ -100,7 +100,7 @@ class MailboxClient:
                         return response
 
                     try:
-                        response = await call_with_retries(self.config, "mailbox content", post)
+                        response = await call_with_retries(self.config, "mailbox content", post, retry_unanswered=False)
                     except RejectedError as exc:
                         return SendOutcome(message.delivery_id, False, reason=str(exc))
                     except TransientGatewayError:

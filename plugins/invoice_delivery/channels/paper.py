@@ -147,7 +147,7 @@ class PaperClient:
                 raise_for_status(response, "print job")
             return response
 
-        response = await call_with_retries(self.config, "print job", post)
+        response = await call_with_retries(self.config, "print job", post, retry_unanswered=False)
         if response.is_success:
             return SendOutcome(message.delivery_id, True, message_id=str(response.json()["job_id"]))
         return SendOutcome(message.delivery_id, False, reason=rejection_reason(response))

@@ -170,7 +170,7 @@ class PushClient:
                 raise_for_status(response, "push send")
             return response
 
-        response = await call_with_retries(self.config, "push send", post)
+        response = await call_with_retries(self.config, "push send", post, retry_unanswered=False)
         if response.is_success:
             return SendOutcome(message.delivery_id, True, message_id=str(response.json()["name"]))
         return SendOutcome(message.delivery_id, False, reason=rejection_reason(response))

@@ -64,7 +64,7 @@ class SmsClient:
             raise_for_status(response, f"SMS batch of {len(chunk)}")
             return response
 
-        response = await call_with_retries(self.config, "SMS batch send", post)
+        response = await call_with_retries(self.config, "SMS batch send", post, retry_unanswered=False)
         replies = response.json().get("messages", [])
         if len(replies) != len(chunk):
             raise TransientGatewayError(f"SMS batch send: {len(replies)} replies for {len(chunk)} messages")

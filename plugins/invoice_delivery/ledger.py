@@ -107,27 +107,27 @@ def transition(
     if unknown:
         raise ValueError(f"cannot set {sorted(unknown)} through a transition; settable: {sorted(_SETTABLE)}")
     columns = ["delivery_id", *field_names]
-    values = [[change.delivery_id, *(change.fields.get(name) for name in field_names)] for change in changes]
     final_at = "now()" if to_state in FINAL_DELIVERY_STATES and "final_at" not in field_names else "d.final_at"
     assignments = ", ".join(f"{name} = COALESCE(v.{name}, d.{name})" for name in field_names)
     column_types = {"delivery_id": "bigint", "not_before": "timestamptz", "expires_at": "timestamptz",
                     "claimed_at": "timestamptz", "accepted_at": "timestamptz", "final_at": "timestamptz"}
-    value_rows = ", ".join(
-        "(" + ", ".join(f"%s::{column_types.get(name, 'text')}" for name in columns) + ")" for _ in values
-    )
+    # One array per column, so the statement has the same few parameters for any number of rows
+    # (PostgreSQL allows 65,535 parameters per statement).
+    arrays = [[change.delivery_id for change in changes]]
+    arrays += [[change.fields.get(name) for change in changes] for name in field_names]
+    unnest = ", ".join(f"%s::{column_types.get(name, 'text')}[]" for name in columns)
     sql = (
         "WITH old AS (SELECT delivery_id, state FROM delivery.delivery"
         " WHERE delivery_id = ANY(%s) AND state = ANY(%s) FOR UPDATE)"
         f" UPDATE delivery.delivery d SET state = %s, updated_at = now(), final_at = {final_at}"
         f"{', ' + assignments if assignments else ''}"
-        f" FROM (VALUES {value_rows}) AS v({', '.join(columns)}), old"
+        f" FROM unnest({unnest}) AS v({', '.join(columns)}), old"
         " WHERE d.delivery_id = v.delivery_id AND old.delivery_id = d.delivery_id"
         " RETURNING d.delivery_id, d.invoice_id, d.channel, d.attempt, d.reason, d.gateway_message_id,"
         " old.state AS from_state"
     )
-    flat = [item for row in values for item in row]
     ids = [change.delivery_id for change in changes]
-    moved = conn.execute(sql, [ids, list(from_states), to_state, *flat]).fetchall()
+    moved = conn.execute(sql, [ids, list(from_states), to_state, *arrays]).fetchall()
     details = {change.delivery_id: change.details for change in changes}
     record_events(
         conn,

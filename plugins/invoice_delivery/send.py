@@ -185,7 +185,8 @@ def _record(conn: psycopg.Connection, ctx: RunContext, outcomes: list[SendOutcom
     }
     accepted = [
         ledger.Change(o.delivery_id, {"gateway_message_id": o.message_id, "accepted_at": now,
-                                      "expires_at": now + deadlines[channels[o.delivery_id]]})
+                                      "expires_at": now + deadlines[channels[o.delivery_id]]},
+                      {"gateway_message_id": o.message_id})
         for o in outcomes if o.accepted
     ]
     rejected = [ledger.Change(o.delivery_id, {"reason": o.reason}) for o in outcomes if not o.accepted and o.reason]

@@ -173,6 +173,11 @@ def validate_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int) -> 
     reasons = failures_by_invoice(result, expectations, frame)
 
     _quarantine(conn, ctx, frame, reasons)
+    passed_ids = [int(i) for i in frame["invoice_id"] if int(i) not in reasons]
+    ledger.record_events(
+        conn, ctx, "validated",
+        ({"invoice_id": i, "details": {"batch_id": batch_id, "expectations": len(expectations)}} for i in passed_ids),
+    )
     outcome.quarantined = len(reasons)
     outcome.passed = outcome.validated - outcome.quarantined
     outcome.by_rule = dict(Counter(reason["rule"] for items in reasons.values() for reason in items))

@@ -57,7 +57,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         invoices = reports.invoice_path(conn, args.invoice_number)
     if not invoices:
         print(f"No invoice numbered {args.invoice_number!r} in billing.invoice; "
-              f"`invoice-delivery status` shows what the ledger holds.", file=sys.stderr)
+              f"`invoice-delivery status` lists what the ledger contains.", file=sys.stderr)
         return 1
     print("\n\n".join(reports.format_invoice_path(invoice) for invoice in invoices))
     return 0

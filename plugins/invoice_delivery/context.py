@@ -1,4 +1,4 @@
-"""Who is acting: the Airflow task (or person) behind each ledger change, for the audit trail."""
+"""The actor behind each ledger change, an Airflow task try or a person, for the audit trail."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def format_status(counts: dict[str, Any]) -> str:
 
 
 def invoice_path(conn: psycopg.Connection, invoice_number: str) -> list[dict[str, Any]]:
-    """Return everything the ledger knows about the invoices with this number (one per seller)."""
+    """Return everything the ledger stores about the invoices with this number (one per seller)."""
     invoices = conn.execute(
         "SELECT i.invoice_id, i.invoice_number, i.seller_id, i.document_type, i.currency, i.payable,"
         " i.issue_date, i.due_date, i.ready_at, i.source, i.source_file, doc.status, doc.reason, doc.purpose,"

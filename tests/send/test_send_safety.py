@@ -99,9 +99,11 @@ def test_rejected_recipient_goes_to_next_channel(conn, simulator, rendered_batch
 
     attempts = conn.execute("SELECT channel, attempt, state, reason FROM delivery.delivery WHERE invoice_id = %s"
                             " ORDER BY attempt", (row["invoice_id"],)).fetchall()
-    assert attempts[0]["channel"] == "sms" and attempts[0]["state"] == "failed"
+    assert attempts[0]["channel"] == "sms"
+    assert attempts[0]["state"] == "failed"
     assert "2104" in attempts[0]["reason"] or "2105" in attempts[0]["reason"]
-    assert attempts[1]["attempt"] == 2 and attempts[1]["state"] == "planned"
+    assert attempts[1]["attempt"] == 2
+    assert attempts[1]["state"] == "planned"
     assert attempts[1]["channel"] != "sms"
 
 
@@ -118,7 +120,8 @@ def test_gateway_down_leaves_rows_claimed_then_retry_resolves(conn, simulator, r
     send_batch(conn, CTX, rendered_batch, _clients(simulator.url))
 
     states = _states(conn)
-    assert states.get("sending", 0) == 0 and states.get("rendered", 0) == 0
+    assert states.get("sending", 0) == 0
+    assert states.get("rendered", 0) == 0
     assert sum(c["duplicates_offered"] for c in _stats(simulator).values() if isinstance(c, dict)) == 0
 
 
@@ -151,7 +154,8 @@ def test_sigkill_mid_send_then_retry(conn, invoice_db, simulator, rendered_batch
 
     assert stuck > 0, "the kill came after the batch finished; nothing was tested"
     states = _states(conn)
-    assert states.get("sending", 0) == 0 and states.get("rendered", 0) == 0, states
+    assert states.get("sending", 0) == 0, states
+    assert states.get("rendered", 0) == 0, states
     stats = _stats(simulator)
     assert sum(c["duplicates_offered"] for c in stats.values() if isinstance(c, dict)) == 0
     accepted = conn.execute("SELECT channel, count(*) AS n FROM delivery.delivery"

@@ -4,7 +4,7 @@ Each acquisition of ``count`` messages moves the gateway's ``next_free`` time fo
 ``count / rate`` seconds in one atomic UPDATE and sleeps until the slot it got begins (the generic
 cell rate algorithm). Senders in any process, on any worker, draw from the same schedule, so
 together they never exceed the rate. A single acquisition should not exceed one second's worth of
-messages, or that second holds more than the rate: the SMS client sizes its batches to match.
+messages, or that second contains more than the rate, so the SMS client sizes its batches to match.
 
 Messages are drawn in blocks of up to a tenth of a second's worth, so a per-message client does
 not pay a database round trip per message.

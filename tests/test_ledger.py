@@ -42,3 +42,27 @@ def test_transition_skips_final_rows(conn):
     assert moved == []
     states = {r["state"] for r in conn.execute("SELECT state FROM delivery.delivery")}
     assert states == {"delivered"}
+
+
+def test_record_events_streams_generator(conn):
+    ctx = RunContext(dag_id="invoice_delivery", run_id="ledger-test", task_id="extract", actor="ops@example.org",
+                     reason="manual check")
+    rows = ({"invoice_id": i, "to_state": "extracted", "details": {"tab": "a\tb", "quote": "'\""}}
+            for i in range(1, 4))
+
+    written = ledger.record_events(conn, ctx, "extracted", rows)
+
+    assert written == 3
+    events = conn.execute("SELECT invoice_id, details, actor, reason, try_number FROM delivery.audit_event"
+                          " ORDER BY event_id").fetchall()
+    assert [e["invoice_id"] for e in events] == [1, 2, 3]
+    assert events[0]["details"] == {"tab": "a\tb", "quote": "'\""}
+    assert events[0]["actor"] == "ops@example.org"
+    assert events[0]["reason"] == "manual check"
+
+
+def test_record_events_empty_writes_nothing(conn):
+    written = ledger.record_events(conn, CTX, "extracted", iter(()))
+
+    assert written == 0
+    assert conn.execute("SELECT count(*) AS n FROM delivery.audit_event").fetchone()["n"] == 0

@@ -15,6 +15,7 @@ names the states it may leave, so a late or repeated update matches no row.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -50,35 +51,38 @@ def record_events(
     event_type: str,
     rows: Iterable[dict[str, Any]],
 ) -> int:
-    """Append audit events; each row may carry invoice_id, delivery_id, channel, from/to state, details."""
-    params = [
-        (
-            event_type,
-            row.get("invoice_id"),
-            row.get("delivery_id"),
-            row.get("channel"),
-            row.get("from_state"),
-            row.get("to_state"),
-            json.dumps(row.get("details") or {}, default=str),
-            ctx.dag_id,
-            ctx.run_id,
-            ctx.task_id,
-            ctx.try_number,
-            ctx.actor,
-            row.get("reason") or ctx.reason,
-        )
-        for row in rows
-    ]
-    if not params:
+    """Append audit events; each row may carry invoice_id, delivery_id, channel, from/to state, details.
+
+    The rows are streamed into one COPY, so a generator of a million rows is never held in memory.
+    """
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
         return 0
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO delivery.audit_event (event_type, invoice_id, delivery_id, channel, from_state,"
-            " to_state, details, dag_id, run_id, task_id, try_number, actor, reason)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)",
-            params,
-        )
-    return len(params)
+    count = 0
+    # COPY writes a batch's events in one round trip; executemany sent one INSERT per event.
+    with conn.cursor() as cur, cur.copy(
+        "COPY delivery.audit_event (event_type, invoice_id, delivery_id, channel, from_state, to_state, details,"
+        " dag_id, run_id, task_id, try_number, actor, reason) FROM STDIN"
+    ) as copy:
+        for row in itertools.chain((first,), rows):
+            copy.write_row((
+                event_type,
+                row.get("invoice_id"),
+                row.get("delivery_id"),
+                row.get("channel"),
+                row.get("from_state"),
+                row.get("to_state"),
+                json.dumps(row.get("details") or {}, default=str),
+                ctx.dag_id,
+                ctx.run_id,
+                ctx.task_id,
+                ctx.try_number,
+                ctx.actor,
+                row.get("reason") or ctx.reason,
+            ))
+            count += 1
+    return count
 
 
 _SETTABLE = {

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # N sets the number of generated invoices; each target has its own default.
 
-.PHONY: install demo up test lint bench bench-faults bench-validation clean
+.PHONY: install demo up test lint bench bench-latency bench-faults bench-validation clean
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or newer"; exit 1; }
@@ -28,8 +28,12 @@ test: $(STAMP)
 	$(BIN)/ruff check dags plugins tests benchmarks
 	$(BIN)/pytest
 
+# The latency measurement feeds invoices for ten minutes per schedule, so it has its own target.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_scale --invoices $(or $(N),1000000)
+	$(BIN)/python -m benchmarks.bench_scale --invoices $(or $(N),1000000) --latency-seconds 0
+
+bench-latency: $(STAMP)
+	$(BIN)/python -m benchmarks.latency --seconds 600 --schedules 5,1 --plots-dir docs
 
 bench-faults: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_faults --invoices $(or $(N),10000)

@@ -131,6 +131,13 @@ class RssSampler(threading.Thread):
         self._stop_event.set()
         self.join(timeout=5)
 
+    def name_tasks(self, names: dict[str, str]) -> None:
+        """Append the task name to each worker title that carries a task instance id (``airflow worker -- ID``)."""
+        for pid, (rss, title) in self.peaks.items():
+            ti_id = title.rsplit(" -- ", 1)[-1].strip()
+            if ti_id in names:
+                self.peaks[pid] = (rss, f"{title.strip()} ({names[ti_id]})")
+
     def largest(self, exclude_root: bool) -> tuple[float, str]:
         """Return (peak MiB, process title) of the largest process, without the root if asked."""
         candidates = [(rss, title) for pid, (rss, title) in self.peaks.items()
@@ -182,11 +189,24 @@ def run_dag_test(env: dict[str, str], dag_id: str, conf: dict[str, Any], *, use_
         raise RuntimeError(f"`airflow dags test {dag_id}` exited with {code}; last lines of {log_file}:\n{tail}")
 
     stages, states, run_wall = task_windows(metadata, dag_id)
+    sampler.name_tasks(task_names(metadata, dag_id))
     # Without an executor every task runs inside the dags test process itself, so that is the task process.
     task_mb, task_title = sampler.largest(exclude_root=use_executor)
     root_mb = sampler.peaks.get(process.pid, (0, ""))[0] / 2**20
     top = sorted(((rss / 2**20, title) for rss, title in sampler.peaks.values()), reverse=True)[:8]
     return DagRunFigures(command_wall, run_wall, stages, states, task_mb, task_title, root_mb, top)
+
+
+def task_names(metadata: settings.PostgresTarget, dag_id: str) -> dict[str, str]:
+    """Return ``{task instance id: "task_id[map_index]"}`` of the latest run, to name worker processes."""
+    with psycopg.connect(metadata.conninfo()) as meta:
+        rows = meta.execute(
+            "SELECT ti.id, ti.task_id, ti.map_index FROM task_instance ti"
+            " WHERE ti.dag_id = %s AND ti.run_id = (SELECT run_id FROM dag_run WHERE dag_id = %s"
+            " ORDER BY id DESC LIMIT 1)",
+            (dag_id, dag_id),
+        ).fetchall()
+    return {str(ti_id): task_id if map_index < 0 else f"{task_id}[{map_index}]" for ti_id, task_id, map_index in rows}
 
 
 def task_windows(metadata: settings.PostgresTarget,

@@ -1,8 +1,7 @@
 """Run extract, validate, route, render and send in one process, without Airflow, and time each stage.
 
-``python -m benchmarks.bare_pipeline --batch-size 50000 [--profile STAGE] [--stop-after STAGE] [--pdf-timing]``
-reads the
-invoice database from ``AIRFLOW_CONN_INVOICE_DB``, the gateways from
+``python -m benchmarks.bare_pipeline --batch-size 50000 [--profile STAGE] [--stop-after STAGE]
+[--max-batches N] [--pdf-timing]`` reads the invoice database from ``AIRFLOW_CONN_INVOICE_DB``, the gateways from
 ``AIRFLOW_CONN_<CHANNEL>_GATEWAY`` and the enabled channels from ``INVOICE_DELIVERY_CHANNELS``, the
 same variables the DAG's tasks read. It prints one JSON object as its last line: per stage the
 wall seconds, CPU seconds of this process and the number of invoices or messages handled, and the
@@ -148,6 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         batch_ids = step("extract", 0, extract_window, conn, ctx("extract"), end - timedelta(minutes=5), end,
                          batch_size=args.batch_size)
         conn.commit()
+        if args.max_batches:
+            batch_ids = batch_ids[: args.max_batches]
         stages = list(STAGES[1 : STAGES.index(args.stop_after) + 1])
         for stage in stages:
             for index, batch_id in enumerate(batch_ids):
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=STAGES, help="run this stage's first batch under cProfile")
     parser.add_argument("--profile-output", type=Path, help="file for the cProfile statistics")
     parser.add_argument("--stop-after", choices=STAGES, default="send", help="last stage to run (default send)")
+    parser.add_argument("--max-batches", type=int, default=0,
+                        help="run the stages after extract on the first this many batches only (default 0: all)")
     parser.add_argument("--pdf-timing", action="store_true",
                         help="report the wall and CPU seconds of rendering mailbox and paper documents")
     args = parser.parse_args(argv)

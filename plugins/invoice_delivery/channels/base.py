@@ -4,6 +4,7 @@ Exceptions::
 
     GatewayError                 any failure talking to a gateway
     +-- TransientGatewayError    transport error, timeout, 5xx or 429: retry later (retry_after set for 429)
+    |   +-- UnansweredError      the request went out but no reply came: the gateway may have taken it
     +-- RejectedError            the gateway refused the message for good (other 4xx): no retry
 """
 
@@ -31,6 +32,13 @@ class TransientGatewayError(GatewayError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnansweredError(TransientGatewayError):
+    """Raised when a request was sent but its reply was lost, so the gateway may have taken the message.
+
+    A send that gets it must not be repeated in place: the next try looks the idempotency key up first.
+    """
 
 
 class RejectedError(GatewayError):
@@ -234,9 +242,10 @@ async def call_with_retries(config: GatewayConfig, operation: str, func, *args, 
     """Await ``func`` and retry transient failures with exponential backoff, jitter and Retry-After.
 
     With ``retry_unanswered=False`` (sends), an error after which the gateway may have taken the
-    request (a read timeout, a connection lost mid-request) is raised at once instead of retried:
-    the row stays claimed and the next try looks the idempotency key up before sending again.
-    Connect errors, 5xx and 429 are retried in place, since the gateway did not take the message.
+    request is raised at once instead of retried: an :class:`UnansweredError` from ``func``, or an
+    httpx read timeout or connection lost mid-request, raised as UnansweredError. The row stays
+    claimed and the next try looks the idempotency key up before sending again. Connect errors,
+    5xx and 429 are retried in place, since the gateway did not take the message.
     """
     import logging
     import random
@@ -248,17 +257,19 @@ async def call_with_retries(config: GatewayConfig, operation: str, func, *args, 
         try:
             return await func(*args, **kwargs)
         except httpx.TimeoutException as exc:
-            error: TransientGatewayError = TransientGatewayError(f"{operation}: timed out after {config.timeout_s}s")
+            if isinstance(exc, _MAYBE_RECEIVED):
+                error: TransientGatewayError = UnansweredError(f"{operation}: timed out after {config.timeout_s}s")
+            else:
+                error = TransientGatewayError(f"{operation}: timed out after {config.timeout_s}s")
             error.__cause__ = exc
-            if not retry_unanswered and isinstance(exc, _MAYBE_RECEIVED):
-                raise error from exc
         except httpx.TransportError as exc:
-            error = TransientGatewayError(f"{operation}: transport error: {type(exc).__name__}")
+            error_class = UnansweredError if isinstance(exc, _MAYBE_RECEIVED) else TransientGatewayError
+            error = error_class(f"{operation}: transport error: {type(exc).__name__}")
             error.__cause__ = exc
-            if not retry_unanswered and isinstance(exc, _MAYBE_RECEIVED):
-                raise error from exc
         except TransientGatewayError as exc:
             error = exc
+        if not retry_unanswered and isinstance(error, UnansweredError):
+            raise error
         if attempt >= config.max_attempts:
             raise error
         backoff = min(30.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())

@@ -118,6 +118,29 @@ def test_timeout_after_accept_then_lookup(sim, set_faults) -> None:
     assert found == {"inv-1-email-1": "inv-1-email-1@invoice-delivery"}
 
 
+def test_reply_lost_after_data_not_resent(sim, set_faults, channel_stats) -> None:
+    # The server records the message, then delays its reply past the client's timeout, once.
+    set_faults("email", {"timeout_rate": 1.0, "timeout_hold_s": 1.0, "timeout_after_accept": True,
+                         "max_request_faults": 1})
+    client = email_client(sim, timeout_s=0.3, max_attempts=3)
+
+    [outcome] = asyncio.run(client.send([message()]))
+
+    assert (outcome.accepted, outcome.message_id, outcome.reason) == (False, None, None)
+    stats = channel_stats("email")
+    assert stats["requests"] == 1
+    assert stats["duplicates_offered"] == 0
+
+
+def test_connect_refused_retried_in_place(caplog) -> None:
+    config = GatewayConfig(base_url=f"smtp://127.0.0.1:{free_port()}", max_attempts=2, timeout_s=1)
+
+    [outcome] = asyncio.run(EmailClient(config).send([message()]))
+
+    assert (outcome.accepted, outcome.message_id, outcome.reason) == (False, None, None)
+    assert "[Try 1 of 2]; retrying" in caplog.text
+
+
 def test_wrong_password_raises_gateway_error(sim) -> None:
     with pytest.raises(GatewayError, match="535"):
         asyncio.run(email_client(sim, password="wrong").send([message()]))

@@ -4,6 +4,7 @@ Exceptions::
 
     GatewayError                 any failure talking to a gateway
     +-- TransientGatewayError    transport error, timeout, 5xx or 429: retry later (retry_after set for 429)
+    |   +-- UnansweredError      the request went out but no reply came: the gateway may have taken it
     +-- RejectedError            the gateway refused the message for good (other 4xx): no retry
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +32,13 @@ class TransientGatewayError(GatewayError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnansweredError(TransientGatewayError):
+    """Raised when a request was sent but its reply was lost, so the gateway may have taken the message.
+
+    A send that gets it must not be repeated in place: the next try looks the idempotency key up first.
+    """
 
 
 class RejectedError(GatewayError):
@@ -90,23 +99,107 @@ class GatewayConfig:
         return cls.from_connection(BaseHook.get_connection(conn_id))
 
 
+# Seconds at the end of each rate window in which no slot starts, so that a request let go on time
+# reaches the gateway within the window whose budget it used.
+GUARD_S = 0.1
+# Seconds of positions in the past that a late reservation may still take within the current window.
+BURST_S = 0.1
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A reserved place in a rate window: send at ``start``, and not at or after ``deadline``.
+
+    Both are seconds on the clock the slot was reserved with.
+    """
+
+    start: float
+    deadline: float
+
+
+class RateGrid:
+    """Slot positions that put at most ``rate`` messages into each calendar second.
+
+    A gateway counts messages per calendar second, so the budget is kept per window: one calendar
+    second has ``floor(rate)`` positions, and the fraction of a non-integer rate goes unused. A
+    rate under 1 gets one position per window of ``ceil(1 / rate)`` seconds instead. Windows start
+    at multiples of their length on the clock given. The positions are spaced evenly over the
+    window's first ``window_s - guard_s`` seconds. An acquisition of several messages takes
+    consecutive positions in one window, or moves whole to the next window when they do not fit.
+    """
+
+    def __init__(self, rate: float, guard_s: float = GUARD_S) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}; use no limiter for no limit")
+        if rate >= 1:
+            self.window_s = 1.0
+            self.budget = math.floor(rate)
+        else:
+            self.window_s = float(math.ceil(1 / rate - 1e-9))
+            self.budget = 1
+        if not 0 <= guard_s < self.window_s:
+            raise ValueError(f"guard_s must be in [0, {self.window_s:g}) seconds, got {guard_s}")
+        self.rate = rate
+        self.guard_s = guard_s
+        self.step_s = (self.window_s - guard_s) / self.budget
+        self.burst_s = min(BURST_S, self.window_s - guard_s)
+
+    def check_count(self, count: int) -> None:
+        """Raise ValueError unless ``count`` messages fit into one window."""
+        if not 1 <= count <= self.budget:
+            raise ValueError(
+                f"cannot acquire {count} messages at once at {self.rate:g}/s: one {self.window_s:g}-second window "
+                f"has room for 1 to {self.budget}; send smaller batches"
+            )
+
+    def reserve(self, next_free: float, now: float, count: int) -> tuple[Slot, float]:
+        """Place ``count`` messages at the earliest free positions; return their slot and the new ``next_free``.
+
+        ``next_free`` is the time of the first position no earlier reservation took. ``now``,
+        ``next_free`` and the returned times are seconds on the same clock. Positions of the
+        current window up to ``burst_s`` in the past may still be taken, so a sender that reserves
+        a little late does not lose them. Their slot starts before ``now``.
+        """
+        self.check_count(count)
+        current_window = math.floor(now / self.window_s) * self.window_s
+        earliest = max(next_free, now - self.burst_s, current_window)
+        window_start = math.floor(earliest / self.window_s) * self.window_s
+        # ``next_free`` went through a microsecond timestamp in PostgreSQL, so allow 2 us of
+        # rounding before moving to the next position.
+        position = max(0, math.ceil((earliest - window_start - 2e-6) / self.step_s))
+        deadline = window_start + self.window_s - self.guard_s
+        if position + count > self.budget or now >= deadline:
+            window_start += self.window_s
+            deadline += self.window_s
+            position = 0
+        slot = Slot(start=window_start + position * self.step_s, deadline=deadline)
+        return slot, window_start + (position + count) * self.step_s
+
+
 class RateLimiter:
-    """Space out acquisitions so at most ``rate`` happen per second (0 disables the limit)."""
+    """Keep acquisitions of one process within ``rate`` per calendar second (0 disables the limit).
+
+    The slots come from a :class:`RateGrid` on the wall clock. A caller that wakes up after its
+    slot's deadline, late enough that its request could land in the next second, gets a new slot.
+    """
 
     def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = time.monotonic()
+        self.grid = RateGrid(rate) if rate > 0 else None
+        self._next_free = 0.0
         self._lock = asyncio.Lock()
 
     async def acquire(self, count: int = 1) -> None:
-        if not self.interval:
+        if self.grid is None:
             return
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next - now
-            self._next = max(now, self._next) + self.interval * count
-        if wait > 0:
-            await asyncio.sleep(wait)
+        self.grid.check_count(count)
+        while True:
+            async with self._lock:
+                slot, self._next_free = self.grid.reserve(self._next_free, time.time(), count)
+            wait = slot.start - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if time.time() < slot.deadline:
+                return
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -149,9 +242,10 @@ async def call_with_retries(config: GatewayConfig, operation: str, func, *args, 
     """Await ``func`` and retry transient failures with exponential backoff, jitter and Retry-After.
 
     With ``retry_unanswered=False`` (sends), an error after which the gateway may have taken the
-    request (a read timeout, a connection lost mid-request) is raised at once instead of retried:
-    the row stays claimed and the next try looks the idempotency key up before sending again.
-    Connect errors, 5xx and 429 are retried in place, since the gateway did not take the message.
+    request is raised at once instead of retried: an :class:`UnansweredError` from ``func``, or an
+    httpx read timeout or connection lost mid-request, raised as UnansweredError. The row stays
+    claimed and the next try looks the idempotency key up before sending again. Connect errors,
+    5xx and 429 are retried in place, since the gateway did not take the message.
     """
     import logging
     import random
@@ -163,17 +257,19 @@ async def call_with_retries(config: GatewayConfig, operation: str, func, *args, 
         try:
             return await func(*args, **kwargs)
         except httpx.TimeoutException as exc:
-            error: TransientGatewayError = TransientGatewayError(f"{operation}: timed out after {config.timeout_s}s")
+            if isinstance(exc, _MAYBE_RECEIVED):
+                error: TransientGatewayError = UnansweredError(f"{operation}: timed out after {config.timeout_s}s")
+            else:
+                error = TransientGatewayError(f"{operation}: timed out after {config.timeout_s}s")
             error.__cause__ = exc
-            if not retry_unanswered and isinstance(exc, _MAYBE_RECEIVED):
-                raise error from exc
         except httpx.TransportError as exc:
-            error = TransientGatewayError(f"{operation}: transport error: {type(exc).__name__}")
+            error_class = UnansweredError if isinstance(exc, _MAYBE_RECEIVED) else TransientGatewayError
+            error = error_class(f"{operation}: transport error: {type(exc).__name__}")
             error.__cause__ = exc
-            if not retry_unanswered and isinstance(exc, _MAYBE_RECEIVED):
-                raise error from exc
         except TransientGatewayError as exc:
             error = exc
+        if not retry_unanswered and isinstance(error, UnansweredError):
+            raise error
         if attempt >= config.max_attempts:
             raise error
         backoff = min(30.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())

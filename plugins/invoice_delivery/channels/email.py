@@ -41,6 +41,7 @@ from invoice_delivery.channels.base import (
     RejectedError,
     SendOutcome,
     TransientGatewayError,
+    UnansweredError,
     call_with_retries,
     gather_or_cancel,
     raise_for_status,
@@ -115,6 +116,24 @@ def _reply_error(code: int, reply: bytes | str, command: str) -> GatewayError:
     return TransientGatewayError(description)
 
 
+class _DataTracking:
+    """Record in ``data_started`` whether the current transaction has sent the DATA command."""
+
+    data_started = False
+
+    def data(self, msg: bytes | str) -> tuple[int, bytes]:
+        self.data_started = True
+        return super().data(msg)
+
+
+class _Smtp(_DataTracking, smtplib.SMTP):
+    pass
+
+
+class _SmtpSsl(_DataTracking, smtplib.SMTP_SSL):
+    pass
+
+
 class _SmtpConnection:
     """One SMTP connection that one worker uses for message after message; reopened after errors.
 
@@ -123,17 +142,20 @@ class _SmtpConnection:
 
     def __init__(self, client: EmailClient) -> None:
         self.client = client
-        self._smtp: smtplib.SMTP | None = None
+        self._smtp: _Smtp | _SmtpSsl | None = None
 
     def send(self, message: EmailMessage, mime: bytes) -> None:
         """Submit one message.
 
         Raises:
             RejectedError: the server refused the message for good (5xx).
-            TransientGatewayError: a 4xx reply, a timeout or a lost connection.
+            UnansweredError: the connection broke or timed out after the DATA command, so the
+                server may have taken the message. Sending it again could deliver it twice.
+            TransientGatewayError: a 4xx reply, or a timeout or lost connection before DATA.
             GatewayError: the server rejected our credentials or TLS settings.
         """
         smtp = self._smtp or self._open()
+        smtp.data_started = False
         try:
             smtp.sendmail(message.mail_from, [message.rcpt_to], mime)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -145,17 +167,20 @@ class _SmtpConnection:
             command = {smtplib.SMTPSenderRefused: "MAIL FROM", smtplib.SMTPDataError: "DATA"}.get(type(exc), "SMTP")
             raise _reply_error(exc.smtp_code, exc.smtp_error, command) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            # The server may have accepted the message before the connection broke. It recognises
-            # the retry by its Message-ID.
+            data_started = smtp.data_started
             self.close()
-            raise TransientGatewayError(f"e-mail submission failed: {type(exc).__name__}: {exc}") from exc
+            description = f"e-mail submission failed: {type(exc).__name__}: {exc}"
+            if data_started:
+                # The server may have taken the message before the connection broke.
+                raise UnansweredError(f"{description} (after DATA)") from exc
+            raise TransientGatewayError(f"{description} (before DATA)") from exc
 
-    def _open(self) -> smtplib.SMTP:
+    def _open(self) -> _Smtp | _SmtpSsl:
         client = self.client
-        smtp: smtplib.SMTP | None = None
+        smtp: _Smtp | _SmtpSsl | None = None
         try:
             if client.implicit_tls:
-                smtp = smtplib.SMTP_SSL(
+                smtp = _SmtpSsl(
                     client.host,
                     client.port,
                     local_hostname=client.ehlo_hostname,
@@ -163,7 +188,7 @@ class _SmtpConnection:
                     context=client.tls_context,
                 )
             else:
-                smtp = smtplib.SMTP(
+                smtp = _Smtp(
                     client.host, client.port, local_hostname=client.ehlo_hostname, timeout=client.config.timeout_s
                 )
                 if client.starttls:
@@ -232,8 +257,9 @@ class EmailClient:
         """Submit every message and return one outcome each, in order.
 
         A 5xx reply is a rejection with the server's reply as reason. An outcome with neither
-        message id nor reason is unresolved: 4xx replies, timeouts or lost connections lasted
-        through the retries, so the server may or may not have the message.
+        message id nor reason is unresolved, so the server may or may not have the message:
+        either 4xx replies, timeouts or lost connections lasted through the retries, or the
+        connection broke after the DATA command, which is never retried in place.
 
         Raises:
             ValueError: a message's Message-ID does not carry its idempotency key; nothing was sent.
@@ -260,8 +286,8 @@ class EmailClient:
         await gather_or_cancel(worker() for _ in range(workers))
         if errors:
             log.warning(
-                "%d of %d e-mail submissions unresolved after %d attempts (last error: %s); their deliveries "
-                "stay claimed and are looked up before any resend",
+                "%d of %d e-mail submissions unresolved (after up to %d attempts; a reply lost after DATA is "
+                "not retried; last error: %s); their deliveries stay claimed and are looked up before any resend",
                 len(errors),
                 len(messages),
                 self.config.max_attempts,
@@ -278,7 +304,8 @@ class EmailClient:
         errors: list[TransientGatewayError],
     ) -> SendOutcome:
         try:
-            await call_with_retries(self.config, "e-mail submission", asyncio.to_thread, connection.send, message, mime)
+            await call_with_retries(self.config, "e-mail submission", asyncio.to_thread, connection.send, message, mime,
+                                    retry_unanswered=False)
         except RejectedError as exc:
             return SendOutcome(message.delivery_id, False, reason=str(exc))
         except TransientGatewayError as exc:

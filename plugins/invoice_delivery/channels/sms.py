@@ -3,6 +3,11 @@
 Each message's ``refId`` is the delivery's idempotency key: the gateway returns the original
 message id for a repeated ``refId`` instead of sending again, and a lost reply is resolved by
 looking the ``refId`` up.
+
+With a rate limit R, one request carries a tenth of a second's worth, ``max(1, R // 10)``
+messages. The limiter places each request in one calendar second, at least 0.1 s before that
+second ends (see ``channels.ratelimit``), so latency below that cannot move it into the next
+second. A request that lands late all the same puts at most a tenth of R too many into a second.
 """
 
 from __future__ import annotations
@@ -56,10 +61,15 @@ class SmsClient:
             "useDeliveryReport": True, "relativeValidityTime": DEFAULT_VALIDITY_MS,
         }
 
-    async def _send_chunk(self, client: httpx.AsyncClient, chunk: list[SmsMessage]) -> list[SendOutcome]:
-        await self.limiter.acquire(len(chunk))
+    def chunk_size(self) -> int:
+        """Return the messages per request: a tenth of a second's worth with a rate limit, else the batch limit."""
+        rate = self.config.rate_limit_per_s
+        return min(BATCH_LIMIT, max(1, int(rate / 10))) if rate > 0 else BATCH_LIMIT
 
+    async def _send_chunk(self, client: httpx.AsyncClient, chunk: list[SmsMessage]) -> list[SendOutcome]:
         async def post() -> httpx.Response:
+            # Every try takes its own slot, so a retry after a 429 or 5xx counts in its own second.
+            await self.limiter.acquire(len(chunk))
             response = await client.post("/sms/sendbatch", json={"messages": [self._payload(m) for m in chunk]})
             raise_for_status(response, f"SMS batch of {len(chunk)}")
             return response
@@ -82,8 +92,7 @@ class SmsClient:
 
     async def send(self, messages: list[SmsMessage]) -> list[SendOutcome]:
         """Send all messages; an outcome with neither id nor reason means "try again later"."""
-        # With a rate limit, one request carries at most a second's worth, so no second exceeds it.
-        size = min(BATCH_LIMIT, int(self.config.rate_limit_per_s)) if self.config.rate_limit_per_s >= 1 else BATCH_LIMIT
+        size = self.chunk_size()
         chunks = [messages[i : i + size] for i in range(0, len(messages), size)]
         semaphore = asyncio.Semaphore(self.config.concurrency)
         async with self._client() as client:

@@ -236,10 +236,17 @@ ROW_RULES: tuple[Rule, ...] = (
 )
 
 
-def add_rule_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return ``frame`` with one boolean ``ok_<rule>`` column per row rule."""
-    # pandas shows missing values as NaN or NaT; the checks expect None.
-    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+def add_rule_columns(frame: pd.DataFrame, records: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Return ``frame`` with one boolean ``ok_<rule>`` column per row rule.
+
+    ``records`` are the frame's rows as the database driver returned them, in the frame's order;
+    passing them saves converting the frame back to dicts.
+    """
+    if records is None:
+        # pandas shows missing values as NaN or NaT; the checks expect None.
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    elif len(records) != len(frame):
+        raise ValueError(f"got {len(records)} records for a frame of {len(frame)} rows; pass the frame's own rows")
     for rule in ROW_RULES:
         frame[f"ok_{rule.name}"] = [bool(rule.check(row)) for row in records]
     return frame

@@ -122,10 +122,16 @@ class ValidationOutcome:
     by_rule: dict[str, int] = field(default_factory=dict)
 
 
-def load_frame(conn: psycopg.Connection, batch_id: int) -> pd.DataFrame:
+def load_rows(conn: psycopg.Connection, batch_id: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Return the batch's extracted invoices as a frame and as the driver's dict rows, in the same order."""
     cursor = conn.execute(_FRAME_SQL, (batch_id,))
     columns = [column.name for column in cursor.description]
-    return pd.DataFrame(cursor.fetchall(), columns=columns)
+    rows = cursor.fetchall()
+    return pd.DataFrame(rows, columns=columns), rows
+
+
+def load_frame(conn: psycopg.Connection, batch_id: int) -> pd.DataFrame:
+    return load_rows(conn, batch_id)[0]
 
 
 def _key(expectation_type: str, kwargs: dict) -> tuple:
@@ -159,7 +165,7 @@ def failures_by_invoice(result: Any, expectations: list[Expectation], frame: pd.
 
 def validate_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int) -> ValidationOutcome:
     """Validate the batch's newly extracted invoices; quarantine failures in the same transaction."""
-    frame = load_frame(conn, batch_id)
+    frame, rows = load_rows(conn, batch_id)
     check_not_empty(conn, batch_id, frame)
     outcome = ValidationOutcome(batch_id=batch_id, validated=len(frame))
     if frame.empty:
@@ -167,7 +173,8 @@ def validate_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int) -> 
         return outcome
     check_schema(frame)
 
-    frame = add_rule_columns(frame)
+    frame = add_rule_columns(frame, rows)
+    del rows
     expectations = build_expectations()
     result = run_suite(frame, expectations)
     reasons = failures_by_invoice(result, expectations, frame)

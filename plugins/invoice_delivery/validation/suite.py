@@ -57,6 +57,17 @@ def run_suite(frame: pd.DataFrame, expectations: list[Expectation]) -> Any:
     """Validate ``frame`` against the expectations; return GX's validation result."""
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX fingerprints each batch, and falls back to pickling the whole frame when a column contains
+    # unhashable values (the VAT breakdown lists). Handing it only the columns the suite reads keeps
+    # the fast hash: pickling took 0.7 s of a 15,000-invoice batch's 1.7 s in the suite.
+    columns = ["invoice_id"]
+    for expectation in expectations:
+        kwargs = expectation.config.configuration.kwargs
+        for column in kwargs.get("column_list") or [kwargs["column"]]:
+            if column not in columns:
+                columns.append(column)
+    frame = frame[columns]
+
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas("invoices").add_dataframe_asset("batch")

@@ -132,6 +132,27 @@ def test_lookup_after_timeout_finds_message(sim, set_faults) -> None:
     assert found["inv-1-push-1"] is not None
 
 
+def test_reply_lost_not_resent_in_place(sim, set_faults, channel_stats) -> None:
+    set_faults("push", {"timeout_rate": 1.0, "timeout_hold_s": 1.0, "timeout_after_accept": True})
+    client = push_client(sim, timeout_s=0.3, max_attempts=3)
+
+    [outcome] = asyncio.run(client.send([message()]))
+
+    assert outcome.accepted is False
+    assert outcome.reason is None
+    assert channel_stats("push")["duplicates_offered"] == 0
+
+
+def test_connect_refused_unresolved() -> None:
+    client = PushClient(GatewayConfig(base_url="http://127.0.0.1:9", password="token", max_attempts=2,
+                                      extra={"project": PUSH_PROJECT}))
+
+    [outcome] = asyncio.run(client.send([message()]))
+
+    assert outcome.accepted is False
+    assert outcome.reason is None
+
+
 def test_missing_project_rejected() -> None:
     with pytest.raises(ValueError, match="project"):
         PushClient(GatewayConfig(base_url="http://127.0.0.1:1", password="token"))

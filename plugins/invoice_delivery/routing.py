@@ -90,6 +90,10 @@ RULES: dict[str, ChannelRule] = {
 }
 
 
+# Every channel but paper, cheapest first: the order after the customer's own preferences.
+_BY_COST = tuple(name for _, name in sorted((rule.cost, name) for name, rule in RULES.items() if name != "paper"))
+
+
 def purpose_of(row: dict[str, Any]) -> str:
     """Credit notes and zero or negative amounts inform; only a positive invoice demands payment."""
     if row["document_type"] == "credit_note" or row["payable"] is None or row["payable"] <= 0:
@@ -104,8 +108,7 @@ def plan_for(row: dict[str, Any], enabled: tuple[str, ...]) -> tuple[list[dict],
         order.append(("einvoice", "business with a Peppol participant id: e-invoice first"))
     for rank, channel in enumerate(row["channel_preferences"] or [], start=1):
         order.append((channel, f"customer preference #{rank}"))
-    others = sorted((rule.cost, name) for name, rule in RULES.items() if name != "paper")
-    order.extend((name, "reachable and consented; cheaper channels first") for _, name in others)
+    order.extend((name, "reachable and consented; cheaper channels first") for name in _BY_COST)
     order.append(("paper", "last resort: postal address on file"))
 
     plan, skipped, seen = [], [], set()

@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=600,
                         help="seconds of steady arrivals per schedule, 0 to skip (default 600)")
     parser.add_argument("--latency-schedules", default="5,1",
-                        help="comma-separated schedule intervals in minutes (default 5,1)")
+                        help="schedule intervals: minutes (5 or 5m) or seconds (30s), comma-separated (default 5,1)")
     parser.add_argument("--latency-rate", type=int, default=100, help="arriving invoices per second (default 100)")
     parser.add_argument("--plots-dir", type=Path, default=None, help="write the PNG plots here (default: log folder)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the generated invoices (default 11)")
@@ -192,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.latency_seconds > 0:
                 results["latency"] = {}
-                for interval in (int(m) for m in args.latency_schedules.split(",") if m.strip()):
+                for interval in latency.parse_schedules(args.latency_schedules):
                     reset_simulator(sim.url)
-                    print(f"latency at a {interval}-minute schedule: {args.latency_seconds:.0f}s of arrivals ...",
-                          flush=True)
-                    measured = latency.measure(server, base, logs, interval_min=interval,
+                    print(f"latency at a {latency.schedule_name(interval)} schedule: {args.latency_seconds:.0f}s of "
+                          "arrivals ...", flush=True)
+                    measured = latency.measure(server, base, logs, interval_s=interval,
                                                seconds=args.latency_seconds, rate=args.latency_rate,
                                                metadata_template="airflow_template")
                     results["latency"][str(interval)] = measured.__dict__
@@ -309,7 +309,8 @@ def finish(results: dict[str, Any], args: argparse.Namespace, logs: Path, plots_
                            f"Invoices per second per stage, N={n:,}, channels {args.channels}, 2 cores")
     if results.get("latency"):
         plots.latency_cdf(plots_dir / "benchmark-latency.png",
-                          {f"{m}-minute schedule": r["samples"] for m, r in results["latency"].items()},
+                          {f"{latency.schedule_name(int(m))} schedule": r["samples"]
+                           for m, r in results["latency"].items()},
                           f"Ready to accepted, {args.latency_rate} invoices/s arriving")
     print(f"\ntotal: {results['total_s']:.0f}s; figures in {logs / 'results.json'}, plots in {plots_dir}")
     print(f"airflow command wall: {airflow['command_wall_s']:.1f}s "

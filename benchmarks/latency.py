@@ -34,13 +34,14 @@ from invoice_delivery.embedded import EmbeddedPostgres
 log = logging.getLogger("benchmarks")
 
 DAG_FILE = PROJECT_ROOT / "dags" / "invoice_delivery.py"
-INTERVAL_LINE = re.compile(r"^INTERVAL = timedelta\(minutes=\d+\)$", re.MULTILINE)
+INTERVAL_LINE = re.compile(r"^INTERVAL = timedelta\((minutes|seconds)=\d+\)$", re.MULTILINE)
+SCHEDULE = re.compile(r"^(\d+)\s*(s|m|min)?$")
 REGISTER_TIMEOUT_S = 180
 
 
 @dataclass
 class LatencyResult:
-    interval_min: int
+    interval_s: int
     arrival_s: float
     arrived: int
     accepted: int
@@ -55,14 +56,37 @@ class LatencyResult:
     arrival_rate: float
 
 
-def dag_folder(folder: Path, interval_min: int) -> Path:
-    """Write a DAG folder with invoice_delivery on an ``interval_min`` schedule; raise if the file changed shape."""
+def parse_schedules(text: str) -> list[int]:
+    """Parse ``"5,1,30s"`` into intervals in seconds: a bare number is minutes, ``Ns`` seconds, ``Nm`` minutes."""
+    intervals = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = SCHEDULE.match(item)
+        if not match or int(match.group(1)) < 1:
+            raise ValueError(f"invalid schedule {item!r}: write minutes (5 or 5m) or seconds (30s), at least 1")
+        value = int(match.group(1))
+        intervals.append(value if match.group(2) == "s" else value * 60)
+    return intervals
+
+
+def schedule_name(interval_s: int) -> str:
+    """Name an interval as the DAG would be configured: ``5-minute`` or ``30-second``."""
+    return f"{interval_s // 60}-minute" if interval_s % 60 == 0 else f"{interval_s}-second"
+
+
+def dag_folder(folder: Path, interval_s: int) -> Path:
+    """Write a DAG folder with invoice_delivery on an ``interval_s`` schedule.
+
+    Raises RuntimeError when the DAG file no longer has the ``INTERVAL = timedelta(...)`` line to replace.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     text = DAG_FILE.read_text(encoding="utf-8")
     if not INTERVAL_LINE.search(text):
-        raise RuntimeError(f"{DAG_FILE} has no line 'INTERVAL = timedelta(minutes=N)'; update benchmarks/latency.py")
+        raise RuntimeError(f"{DAG_FILE} has no line 'INTERVAL = timedelta(minutes=N)' or 'timedelta(seconds=N)'; "
+                           "update INTERVAL_LINE in benchmarks/latency.py")
     (folder / DAG_FILE.name).write_text(
-        INTERVAL_LINE.sub(f"INTERVAL = timedelta(minutes={interval_min})", text), encoding="utf-8")
+        INTERVAL_LINE.sub(f"INTERVAL = timedelta(seconds={interval_s})", text), encoding="utf-8")
     return folder
 
 
@@ -131,7 +155,7 @@ def _progress(target: settings.PostgresTarget) -> tuple[int, int, int]:
 
 
 def _run_arrivals(server: EmbeddedPostgres, target: settings.PostgresTarget, metadata_db: str, logs: Path,
-                  interval_min: int, seconds: float, rate: int, seed: int, drain_extra_s: float,
+                  interval_s: int, seconds: float, rate: int, seed: int, drain_extra_s: float,
                   stop: threading.Event, counter: list) -> None:
     """Feed invoices for ``seconds``, then wait until all are accepted or held back, or the drain time ends."""
     _wait_registered(server.target(metadata_db), "invoice_delivery", logs)
@@ -141,7 +165,7 @@ def _run_arrivals(server: EmbeddedPostgres, target: settings.PostgresTarget, met
     arrivals.start()
     arrivals.join()
     counter[1] = time.monotonic() - arrival_started
-    deadline = time.monotonic() + interval_min * 60 + drain_extra_s
+    deadline = time.monotonic() + interval_s + drain_extra_s
     while time.monotonic() < deadline:
         invoices, accepted, held = _progress(target)
         if accepted + held >= invoices:
@@ -149,11 +173,11 @@ def _run_arrivals(server: EmbeddedPostgres, target: settings.PostgresTarget, met
         time.sleep(5)
 
 
-def measure(server: EmbeddedPostgres, base_env: dict[str, str], logs: Path, *, interval_min: int,
+def measure(server: EmbeddedPostgres, base_env: dict[str, str], logs: Path, *, interval_s: int,
             seconds: float, rate: int, metadata_template: str, drain_extra_s: float = 300,
             seed: int = 1000) -> LatencyResult:
-    """Run one latency measurement at a schedule of ``interval_min`` minutes; see the module docstring."""
-    name = f"lat{interval_min}m"
+    """Run one latency measurement at a schedule of ``interval_s`` seconds; see the module docstring."""
+    name = f"lat{interval_s}s"
     invoice_db, metadata_db = f"invoices_{name}", f"airflow_{name}"
     server.ensure_database(invoice_db)
     with psycopg.connect(server.target("postgres").conninfo(), autocommit=True) as admin:
@@ -163,14 +187,14 @@ def measure(server: EmbeddedPostgres, base_env: dict[str, str], logs: Path, *, i
     home = logs / name / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     env = airflow_run.airflow_environment(
-        {**base_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dag_folder(logs / name / "dags", interval_min))},
+        {**base_env, "AIRFLOW__CORE__DAGS_FOLDER": str(dag_folder(logs / name / "dags", interval_s))},
         server, target, home, metadata_db)
     stop = threading.Event()
     counter = [0, 0.0]  # invoices inserted, seconds the arrivals took
     with airflow_run.api_server(env, logs / name / "api-server.log"):
         processes = _start_components(env, logs / name)
         try:
-            _run_arrivals(server, target, metadata_db, logs / name, interval_min, seconds, rate, seed, drain_extra_s,
+            _run_arrivals(server, target, metadata_db, logs / name, interval_s, seconds, rate, seed, drain_extra_s,
                           stop, counter)
         finally:
             stop.set()
@@ -188,7 +212,7 @@ def measure(server: EmbeddedPostgres, base_env: dict[str, str], logs: Path, *, i
             "SELECT run_id, run_type, start_date, end_date, state FROM dag_run WHERE dag_id = 'invoice_delivery'"
             " ORDER BY start_date")]
     return LatencyResult(
-        interval_min=interval_min, arrival_s=arrival_s, arrived=invoices, accepted=accepted, held_back=held,
+        interval_s=interval_s, arrival_s=arrival_s, arrived=invoices, accepted=accepted, held_back=held,
         pending=invoices - accepted - held, p50_s=percentile(samples, 50), p95_s=percentile(samples, 95),
         p99_s=percentile(samples, 99), max_s=samples[-1] if samples else None, samples=samples, runs=runs,
         arrival_rate=counter[0] / arrival_s if arrival_s else 0.0,
@@ -219,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600, help="seconds of arrivals per schedule (default 600)")
-    parser.add_argument("--schedules", default="5,1", help="schedule intervals in minutes (default 5,1)")
+    parser.add_argument("--schedules", default="5,1",
+                        help="schedule intervals: minutes (5 or 5m) or seconds (30s), comma-separated (default 5,1)")
     parser.add_argument("--rate", type=int, default=100, help="arriving invoices per second (default 100)")
     parser.add_argument("--channels", default="sms,push", help="INVOICE_DELIVERY_CHANNELS (default sms,push)")
     parser.add_argument("--plots-dir", type=Path, default=None, help="write the latency plot here")
@@ -240,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             server.ensure_database("airflow")
             env = airflow_run.airflow_environment(base, server, target, logs / "airflow", "airflow")
             devenv.run_airflow(["db", "migrate"], env, log_file=logs / "airflow-db-migrate.log")
-            for interval in (int(m) for m in args.schedules.split(",") if m.strip()):
-                print(f"latency at a {interval}-minute schedule: {args.seconds:.0f}s of arrivals ...", flush=True)
-                result = measure(server, base, logs, interval_min=interval, seconds=args.seconds, rate=args.rate,
+            for interval in parse_schedules(args.schedules):
+                print(f"latency at a {schedule_name(interval)} schedule: {args.seconds:.0f}s of arrivals ...",
+                      flush=True)
+                result = measure(server, base, logs, interval_s=interval, seconds=args.seconds, rate=args.rate,
                                  metadata_template="airflow")
                 results[str(interval)] = result
                 print(describe(result), flush=True)
@@ -250,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     plots_dir = (args.plots_dir or logs).resolve()
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots.latency_cdf(plots_dir / "benchmark-latency.png",
-                      {f"{m}-minute schedule": r.samples for m, r in results.items()},
+                      {f"{schedule_name(int(m))} schedule": r.samples for m, r in results.items()},
                       f"Ready to accepted, {args.rate} invoices/s arriving, channels {args.channels}")
     sys.stdout.flush()
     return 0
@@ -262,8 +288,9 @@ def describe(result: LatencyResult) -> str:
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}s"
 
-    lines = [f"latency at {result.interval_min} min: {result.arrived} arrived ({result.arrival_rate:.1f}/s over "
-             f"{result.arrival_s:.0f}s), {result.accepted} accepted, {result.held_back} held back, "
+    lines = [f"latency at a {schedule_name(result.interval_s)} schedule: {result.arrived} arrived "
+             f"({result.arrival_rate:.1f}/s over {result.arrival_s:.0f}s), {result.accepted} accepted, "
+             f"{result.held_back} held back, "
              f"{result.pending} pending; p50 {seconds(result.p50_s)}, p95 {seconds(result.p95_s)}, "
              f"p99 {seconds(result.p99_s)}, max {seconds(result.max_s)}; {len(result.runs)} DAG runs"]
     for run in result.runs:

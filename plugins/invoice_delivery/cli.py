@@ -82,7 +82,9 @@ def _parse_day(value: str, option: str) -> datetime:
     try:
         return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), datetime.min.time(), tzinfo=UTC)
     except ValueError:
-        raise SystemExit(f"{option} {value!r} is not a date; use YYYY-MM-DD") from None
+        # Exit 2 like every other usage error of this command line.
+        print(f"{option} {value!r} is not a date; use YYYY-MM-DD", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -117,9 +119,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 writer.writeheader()
             for event in reports.audit_events(conn, occurred_from=start, occurred_until=end):
                 count += 1
+                # Both formats write the time as ISO 8601, so exports of either kind compare as text.
+                event = {**event, "occurred_at": event["occurred_at"].isoformat()}
                 if writer:
-                    writer.writerow({**event, "details": json.dumps(event["details"], sort_keys=True, default=str),
-                                     "occurred_at": event["occurred_at"].isoformat()})
+                    writer.writerow({**event, "details": json.dumps(event["details"], sort_keys=True, default=str)})
                 else:
                     out.write(json.dumps(event, default=str, sort_keys=True) + "\n")
         finally:

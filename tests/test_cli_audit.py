@@ -1,4 +1,4 @@
-"""The audit command line against a real invoice database: trail, exports and usage errors."""
+"""The audit command line against a real invoice database: exports and usage errors."""
 
 from __future__ import annotations
 

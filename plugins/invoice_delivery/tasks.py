@@ -98,7 +98,7 @@ def quality_gate(context: dict[str, Any], outcomes: list[dict[str, int]]) -> lis
     """Stop the run before anything is sent when too many invoices were quarantined."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from invoice_delivery.validation import BatchGuardError, check_quarantine_rate
+    from invoice_delivery.validation.guards import BatchGuardError, check_quarantine_rate
 
     outcomes = list(outcomes)
     try:

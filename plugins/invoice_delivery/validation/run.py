@@ -16,6 +16,7 @@ import psycopg
 from invoice_delivery import ledger
 from invoice_delivery.context import RunContext
 from invoice_delivery.masking import project_logger
+from invoice_delivery.validation.guards import BatchGuardError
 from invoice_delivery.validation.rules import add_rule_columns, shown_value
 from invoice_delivery.validation.suite import Expectation, build_expectations, run_suite
 
@@ -50,10 +51,6 @@ LEFT JOIN LATERAL (
 WHERE bi.batch_id = %s
 ORDER BY i.invoice_id
 """
-
-
-class BatchGuardError(RuntimeError):
-    """Raised when a batch-level guard stops the run before anything is sent."""
 
 
 # Columns the suite reads, with the Python type the database driver must deliver for each.
@@ -94,20 +91,6 @@ def check_not_empty(conn: psycopg.Connection, batch_id: int, frame: pd.DataFrame
         raise BatchGuardError(
             f"empty-batch guard: batch {batch_id} has {expected} extracted invoices but {len(frame)} reached "
             f"validation; an invoice's seller or columns may be missing from the billing schema"
-        )
-
-
-def check_quarantine_rate(outcomes: list[dict[str, int]], max_rate: float) -> None:
-    """Stop the run when more than ``max_rate`` of the validated invoices were quarantined."""
-    if not 0 <= max_rate <= 1:
-        raise ValueError(f"max_quarantine_rate must be between 0 and 1, got {max_rate}")
-    validated = sum(o["validated"] for o in outcomes)
-    quarantined = sum(o["quarantined"] for o in outcomes)
-    if validated and quarantined / validated > max_rate:
-        raise BatchGuardError(
-            f"threshold guard: {quarantined} of {validated} invoices quarantined ({quarantined / validated:.1%}), "
-            f"above the limit of {max_rate:.0%}; nothing was sent. Inspect the reasons with `invoice-delivery "
-            f"validation BATCH_ID`, fix the source, then re-run; the quarantined invoices are released when corrected"
         )
 
 

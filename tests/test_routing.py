@@ -1,10 +1,16 @@
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from invoice_delivery.routing import plan_for, purpose_of
+from invoice_delivery.context import RunContext
+from invoice_delivery.extract import extract_window
+from invoice_delivery.ingest.generator import generate
+from invoice_delivery.ledger import idempotency_key
+from invoice_delivery.routing import plan_for, purpose_of, route_batch
 
 ALL = ("einvoice", "mailbox", "push", "email", "sms", "paper")
+ROUTE_CTX = RunContext(dag_id="invoice_delivery", run_id="routing-test", task_id="process.route")
 
 
 def customer(**overrides):
@@ -71,3 +77,43 @@ def test_nothing_usable_gives_empty_plan():
 )
 def test_purpose(document_type, payable, purpose):
     assert purpose_of({"document_type": document_type, "payable": payable}) == purpose
+
+
+def _extracted_batch(conn, count: int) -> int:
+    now = datetime.now(UTC)
+    generate(conn, count, seed=21, ready_from=now - timedelta(minutes=5), ready_until=now)
+    [batch_id] = extract_window(conn, ROUTE_CTX, now - timedelta(minutes=10), now + timedelta(seconds=1),
+                                batch_size=count)
+    return batch_id
+
+
+def test_route_batch_stores_plans_and_attempts(conn):
+    batch_id = _extracted_batch(conn, 200)
+    taken = conn.execute("SELECT min(invoice_id) AS i FROM delivery.document").fetchone()["i"]
+    conn.execute("UPDATE delivery.document SET status = 'quarantined' WHERE invoice_id = %s", (taken,))
+
+    counts = route_batch(conn, ROUTE_CTX, batch_id, enabled=("sms", "email", "paper"))
+
+    documents = conn.execute("SELECT invoice_id, status, plan, purpose, reason FROM delivery.document"
+                             " WHERE invoice_id <> %s", (taken,)).fetchall()
+    routed = [d for d in documents if d["status"] == "routed"]
+    unroutable = [d for d in documents if d["status"] == "unroutable"]
+    assert counts == {"routed": len(routed), "unroutable": len(unroutable)}
+    assert len(routed) + len(unroutable) == 199
+    assert all(d["plan"]["channels"] and d["reason"] is None for d in routed)
+    assert all(d["reason"].startswith("no usable channel: ") for d in unroutable)
+    attempts = conn.execute("SELECT invoice_id, channel, attempt, state, idempotency_key, batch_id"
+                            " FROM delivery.delivery ORDER BY invoice_id").fetchall()
+    assert [a["invoice_id"] for a in attempts] == sorted(d["invoice_id"] for d in routed)
+    by_invoice = {d["invoice_id"]: d for d in routed}
+    for attempt in attempts:
+        assert attempt["channel"] == by_invoice[attempt["invoice_id"]]["plan"]["channels"][0]["channel"]
+        assert attempt["state"] == "planned"
+        assert attempt["batch_id"] == batch_id
+        assert attempt["idempotency_key"] == idempotency_key(attempt["invoice_id"], attempt["channel"], 1)
+    events = conn.execute("SELECT count(*) AS n FROM delivery.audit_event WHERE event_type = 'document_status_changed'"
+                          " AND run_id = %s", (ROUTE_CTX.run_id,)).fetchone()
+    assert events["n"] == 199
+    left = conn.execute("SELECT status, plan FROM delivery.document WHERE invoice_id = %s", (taken,)).fetchone()
+    assert left == {"status": "quarantined", "plan": None}
+

@@ -14,6 +14,7 @@ consent) and the customer is reachable on it. Every channel left out gets a reas
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -166,30 +167,21 @@ def route_batch(
     if "mailbox" in enabled and mailbox_matcher is not None:
         _attach_mailbox_matches(conn, rows, mailbox_matcher, now)
 
-    routed, unroutable, first_attempts = [], {}, []
+    routed, unroutable = [], {}
     for row in rows:
         plan, skipped = plan_for(row, enabled)
         row["purpose"], row["plan"], row["skipped"] = purpose_of(row), plan, skipped
         if plan:
             routed.append(row)
-            channel = plan[0]["channel"]
-            key = ledger.idempotency_key(row["invoice_id"], channel, 1)
-            first_attempts.append((row["invoice_id"], channel, 1, 0, key, batch_id, ctx.run_id))
         else:
             unroutable[row["invoice_id"]] = "no usable channel: " + "; ".join(
                 f"{s['channel']}: {s['reason']}" for s in skipped)
 
-    _store_plans(conn, ctx, rows)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO delivery.delivery (invoice_id, channel, attempt, plan_position, state, idempotency_key,"
-            " batch_id, created_run_id) VALUES (%s, %s, %s, %s, 'planned', %s, %s, %s)"
-            " ON CONFLICT (invoice_id, channel, attempt) DO NOTHING",
-            first_attempts,
-        )
-    ledger.set_document_status(conn, ctx, [r["invoice_id"] for r in routed], "routed", from_statuses=["extracted"])
-    ledger.set_document_status(conn, ctx, list(unroutable), "unroutable", reasons=unroutable,
-                               from_statuses=["extracted"])
+    changed = _store_routes(conn, ctx, batch_id, rows, unroutable)
+    ledger.record_events(
+        conn, ctx, "document_status_changed",
+        ({"invoice_id": c["invoice_id"], "to_state": c["status"], "reason": c["reason"]} for c in changed),
+    )
     ledger.record_events(
         conn, ctx, "routed",
         ({"invoice_id": r["invoice_id"], "channel": r["plan"][0]["channel"] if r["plan"] else None,
@@ -201,16 +193,56 @@ def route_batch(
     return {"routed": len(routed), "unroutable": len(unroutable)}
 
 
-def _store_plans(conn: psycopg.Connection, ctx: RunContext, rows: list[dict]) -> None:
-    import json
+_ROUTES_TABLE = """
+CREATE TEMPORARY TABLE routes (
+    invoice_id bigint PRIMARY KEY, plan jsonb NOT NULL, purpose text NOT NULL, status text NOT NULL,
+    reason text, channel text, idempotency_key text
+) ON COMMIT DROP
+"""
 
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE delivery.document SET plan = %s::jsonb, purpose = %s, plan_position = 0, last_run_id = %s,"
-            " updated_at = now() WHERE invoice_id = %s",
-            [(json.dumps({"channels": r["plan"], "skipped": r["skipped"]}), r["purpose"], ctx.run_id, r["invoice_id"])
-             for r in rows],
-        )
+# One statement stores every plan, moves each document to routed or unroutable and creates the
+# first attempts of the routed ones. Documents no longer 'extracted' (taken by another run) are
+# left alone and get no attempt.
+_STORE_ROUTES_SQL = """
+WITH updated AS (
+    UPDATE delivery.document d
+    SET plan = r.plan, purpose = r.purpose, plan_position = 0, status = r.status, reason = r.reason,
+        last_run_id = %(run_id)s, updated_at = now()
+    FROM routes r
+    WHERE d.invoice_id = r.invoice_id AND d.status = 'extracted'
+    RETURNING d.invoice_id, d.status, d.reason
+), attempts AS (
+    INSERT INTO delivery.delivery (invoice_id, channel, attempt, plan_position, state, idempotency_key, batch_id,
+                                   created_run_id)
+    SELECT r.invoice_id, r.channel, 1, 0, 'planned', r.idempotency_key, %(batch_id)s, %(run_id)s
+    FROM routes r JOIN updated u ON u.invoice_id = r.invoice_id
+    WHERE u.status = 'routed'
+    ON CONFLICT (invoice_id, channel, attempt) DO NOTHING
+)
+SELECT invoice_id, status, reason FROM updated ORDER BY invoice_id
+"""
+
+
+def _store_routes(
+    conn: psycopg.Connection, ctx: RunContext, batch_id: int, rows: list[dict], unroutable: dict[int, str]
+) -> list[dict]:
+    """Store the plans and first attempts through a temporary table; return the documents whose status changed."""
+    conn.execute(_ROUTES_TABLE)
+    with conn.cursor() as cur, cur.copy(
+        "COPY routes (invoice_id, plan, purpose, status, reason, channel, idempotency_key) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            invoice_id = row["invoice_id"]
+            plan = json.dumps({"channels": row["plan"], "skipped": row["skipped"]})
+            if row["plan"]:
+                channel = row["plan"][0]["channel"]
+                key = ledger.idempotency_key(invoice_id, channel, 1)
+                copy.write_row((invoice_id, plan, row["purpose"], "routed", None, channel, key))
+            else:
+                copy.write_row((invoice_id, plan, row["purpose"], "unroutable", unroutable[invoice_id], None, None))
+    changed = conn.execute(_STORE_ROUTES_SQL, {"run_id": ctx.run_id, "batch_id": batch_id}).fetchall()
+    conn.execute("DROP TABLE routes")
+    return changed
 
 
 def _attach_mailbox_matches(

@@ -85,6 +85,29 @@ def test_second_send_makes_no_gateway_calls(conn, simulator, rendered_batch):
         assert after[channel]["requests"] == before[channel]["requests"], f"{channel} was called again"
 
 
+def test_chunked_render_and_send(conn, simulator, monkeypatch):
+    monkeypatch.setenv("INVOICE_DELIVERY_QUIET_HOURS", "off")
+    now = datetime.now(UTC)
+    generate(conn, 30, seed=32, ready_from=now - timedelta(minutes=5), ready_until=now - timedelta(seconds=1))
+    [batch_id] = extract_window(conn, CTX, now - timedelta(minutes=5), now, batch_size=1000)
+    validate_batch(conn, CTX, batch_id)
+    route_batch(conn, CTX, batch_id, enabled=("sms",))
+    planned = _states(conn)["planned"]
+
+    rendered = render_batch(conn, CTX, batch_id, chunk_size=4)
+    conn.commit()
+    before = _stats(simulator)["sms"]
+    sent = send_batch(conn, CTX, batch_id, _clients(simulator.url), chunk_size=3)
+    after = _stats(simulator)["sms"]
+
+    assert planned > 8
+    assert rendered == {"rendered": planned, "failed": 0, "deferred": 0}
+    assert sent == {"accepted": planned, "rejected": 0, "next_attempts": 0, "unresolved": 0}
+    assert _states(conn) == {"accepted": planned}
+    assert after["messages_accepted"] - before["messages_accepted"] == planned
+    assert after["requests"] - before["requests"] == -(-planned // 3)
+
+
 def test_rejected_recipient_goes_to_next_channel(conn, simulator, rendered_batch):
     row = conn.execute(
         "SELECT d.invoice_id, c.mobile FROM delivery.delivery d JOIN billing.invoice i USING (invoice_id)"

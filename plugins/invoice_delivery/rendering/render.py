@@ -45,6 +45,8 @@ log = project_logger(__name__)
 
 CHANNELS = ("sms", "mailbox", "push", "email", "einvoice", "paper")
 QUIET_HOURS_CHANNELS = ("sms", "push")
+# Deliveries rendered, stored and recorded together, so only one chunk of bodies is in memory at a time.
+RENDER_CHUNK = 2_000
 PAY_LINK_BASE = "https://pay.example.com/i/"
 DEEP_LINK_BASE = "https://app.example.com/invoices/"
 DEFAULT_EMAIL_SENDER = "no-reply@example.com"  # the From address unless INVOICE_DELIVERY_EMAIL_FROM is set
@@ -341,8 +343,9 @@ def render_batch(
     renderer: Renderer | None = None,
     *,
     now: datetime | None = None,
+    chunk_size: int = RENDER_CHUNK,
 ) -> dict[str, int]:
-    """Render every planned delivery of the batch; a failing invoice fails alone, with its reason.
+    """Render every planned delivery of the batch, ``chunk_size`` at a time; a failing invoice fails alone.
 
     ``now`` (default: the clock) dates e-mails and decides quiet hours, whose window comes from
     :func:`invoice_delivery.quiet_hours.configured_window`. Returns the counts ``rendered``,
@@ -356,6 +359,21 @@ def render_batch(
         return {"rendered": 0, "failed": 0, "deferred": 0}
     _attach_invoice_details(conn, rows)
 
+    rendered_count, failed_count, deferred = 0, 0, 0
+    # Rendered bodies are stored a chunk at a time, so the bodies in memory do not grow with the batch.
+    for offset in range(0, len(rows), chunk_size):
+        counts = _render_chunk(conn, ctx, batch_id, rows[offset : offset + chunk_size], renderer, now, window)
+        rendered_count += counts["rendered"]
+        failed_count += counts["failed"]
+        deferred += counts["deferred"]
+    log.info("Batch %s rendered: %d messages (%d held for quiet hours), %d failed",
+             batch_id, rendered_count, deferred, failed_count)
+    return {"rendered": rendered_count, "failed": failed_count, "deferred": deferred}
+
+
+def _render_chunk(conn: psycopg.Connection, ctx: RunContext, batch_id: int, rows: list[dict[str, Any]],
+                  renderer: Renderer, now: datetime, window: tuple[time, time] | None) -> dict[str, int]:
+    """Render, store and record ``rows``; a failing invoice fails alone, with its reason."""
     messages, rendered, failed = [], [], []
     for row in rows:
         try:
@@ -379,6 +397,4 @@ def render_batch(
                                    reasons={r["invoice_id"]: r["reason"] for r in moved_failed})
         log.warning("Batch %s: rendering failed for invoice ids %s", batch_id, ids)
     deferred = sum(1 for change in rendered if "not_before" in change.fields)
-    log.info("Batch %s rendered: %d messages (%d held for quiet hours), %d failed",
-             batch_id, len(rendered), deferred, len(failed))
     return {"rendered": len(rendered), "failed": len(failed), "deferred": deferred}

@@ -173,16 +173,19 @@ def run_dag_test(env: dict[str, str], dag_id: str, conf: dict[str, Any], *, use_
         command.append("--use-executor")
     started = time.monotonic()
     with log_file.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # A session of its own, so that stopping the run also stops the executor's task processes.
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         sampler = RssSampler(process.pid)
         sampler.start()
         try:
             code = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
-            process.kill()
-            process.wait()
+            _stop_group(process)
             message = f"`airflow dags test {dag_id}` did not finish in {timeout_s:.0f}s; see {log_file}"
             raise RuntimeError(message) from exc
+        except BaseException:
+            _stop_group(process)
+            raise
         finally:
             sampler.stop()
     command_wall = time.monotonic() - started
@@ -197,6 +200,23 @@ def run_dag_test(env: dict[str, str], dag_id: str, conf: dict[str, Any], *, use_
     root_mb = sampler.peaks.get(process.pid, (0, ""))[0] / 2**20
     top = sorted(((rss / 2**20, title) for rss, title in sampler.peaks.values()), reverse=True)[:8]
     return DagRunFigures(command_wall, run_wall, stages, states, task_mb, task_title, root_mb, top)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Terminate the process and its session (the executor's workers); kill what is left after 10 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def task_names(metadata: settings.PostgresTarget, dag_id: str) -> dict[str, str]:

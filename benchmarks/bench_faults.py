@@ -37,6 +37,7 @@ from benchmarks.common import (
     build_clients,
     configure_logging,
     duplicates_offered,
+    exit_on_sigterm,
     final_report,
     free_port,
     machine_summary,
@@ -193,6 +194,7 @@ def prepare_fallbacks(conn, run_id: str, batch_size: int) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     os.environ["INVOICE_DELIVERY_QUIET_HOURS"] = "off"
     from invoice_delivery import db, settings
     from invoice_delivery.ingest.generator import generate

@@ -40,7 +40,14 @@ import httpx
 import psycopg
 
 from benchmarks import airflow_run, latency, plots, rate_limit
-from benchmarks.common import PROJECT_ROOT, configure_logging, free_port, machine_summary, temporary_postgres
+from benchmarks.common import (
+    PROJECT_ROOT,
+    configure_logging,
+    exit_on_sigterm,
+    free_port,
+    machine_summary,
+    temporary_postgres,
+)
 
 log = logging.getLogger("benchmarks")
 
@@ -109,6 +116,7 @@ def stage_counts(target) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     from invoice_delivery import db, devenv, settings
     from invoice_delivery.ingest.generator import generate
     from invoice_delivery.simulator.process import SimulatorProcess

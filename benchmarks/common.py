@@ -36,6 +36,18 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FINAL_STATUSES = ("delivered", "failed", "cancelled", "quarantined", "unroutable")
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the ``with`` blocks stop PostgreSQL, the simulator and Airflow.
+
+    Without it a terminated benchmark left its servers running.
+    """
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from benchmarks import plots
-    from benchmarks.common import configure_logging, free_port, machine_summary, temporary_postgres
+    from benchmarks.common import configure_logging, exit_on_sigterm, free_port, machine_summary, temporary_postgres
     from invoice_delivery import devenv
     from invoice_delivery.simulator.process import SimulatorProcess
 
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots-dir", type=Path, default=None, help="write the latency plot here")
     parser.add_argument("--log-dir", type=Path, default=None, help="log folder (default .data/bench/latency-<time>)")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     logs = (args.log_dir or settings.data_dir() / "bench" / f"latency-{stamp}").resolve()

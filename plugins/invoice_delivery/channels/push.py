@@ -12,7 +12,7 @@ Connection: the gateway's host and port, the bearer token as the password, extra
 Sends go through aiohttp; lookups go through httpx, like every other client. One request per
 message makes the client's cost per request the limit: against the gateway simulator on this
 project's 2-core benchmark machine, httpx sent about 1,400 requests per second and aiohttp about
-7,000 (docs/benchmarks.md).
+6,700 (``python -m benchmarks.bench_push``, docs/benchmarks.md).
 """
 
 from __future__ import annotations

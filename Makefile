@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_scale --invoices $(or $(N),1000000) --latency-seconds 0
 
 bench-latency: $(STAMP)
-	$(BIN)/python -m benchmarks.latency --seconds 600 --schedules 5,1 --plots-dir docs
+	$(BIN)/python -m benchmarks.latency --seconds 600 --schedules 5,1,30s --plots-dir docs
 
 bench-faults: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_faults --invoices $(or $(N),10000)

@@ -11,8 +11,9 @@ Connection: the gateway's host and port, the bearer token as the password, extra
 
 Sends go through aiohttp; lookups go through httpx, like every other client. One request per
 message makes the client's cost per request the limit: against the gateway simulator on this
-project's 2-core benchmark machine, httpx sent about 1,400 requests per second and aiohttp about
-6,700 (``python -m benchmarks.bench_push``, docs/benchmarks.md).
+project's idle 2-core benchmark machine, aiohttp sent about 6,400 requests per second
+(``python -m benchmarks.bench_push``) where the earlier httpx client sent about 1,400
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

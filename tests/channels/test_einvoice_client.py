@@ -130,3 +130,20 @@ def test_status_unknown_id_pending(sim) -> None:
     result = asyncio.run(einvoice_client(sim).status(["no-such-transmission"]))
 
     assert result == {"no-such-transmission": ("pending", "transmission id unknown to the access point")}
+
+
+def test_status_failed_query_pending(sim, set_faults) -> None:
+    client = einvoice_client(sim, max_attempts=1)
+    [sent] = asyncio.run(client.send([message()]))
+    set_faults("einvoice", {"error_5xx_rate": 1.0, "scope": "all"})
+
+    result = asyncio.run(client.status([sent.message_id]))
+
+    state, detail = result[sent.message_id]
+    assert state == "pending"
+    assert detail.startswith("status query failed")
+
+
+def test_status_wrong_password_raises(sim) -> None:
+    with pytest.raises(GatewayError, match="e-invoice status: the access point rejected the credentials"):
+        asyncio.run(einvoice_client(sim, password="wrong").status(["any-transmission"]))

@@ -149,3 +149,21 @@ def test_status_unknown_id_pending(sim) -> None:
     result = asyncio.run(paper_client(sim).status(["no-such-job"]))
 
     assert result == {"no-such-job": ("pending", "job id unknown to the print partner")}
+
+
+def test_status_failed_query_pending(sim, set_faults) -> None:
+    client = paper_client(sim, max_attempts=1)
+    [sent] = asyncio.run(client.send([message()]))
+    set_faults("paper", {"error_5xx_rate": 1.0, "scope": "all"})
+
+    result = asyncio.run(client.status([sent.message_id, "no-such-job"]))
+
+    state, detail = result[sent.message_id]
+    assert state == "pending"
+    assert detail.startswith("status query failed")
+    assert result["no-such-job"][0] == "pending"
+
+
+def test_lookup_wrong_password_raises(sim) -> None:
+    with pytest.raises(GatewayError, match="print job lookup: the print partner rejected the credentials"):
+        asyncio.run(paper_client(sim, password="wrong").lookup(["inv-1-paper-1"]))

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import math
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
@@ -291,3 +294,74 @@ async def gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+async def get_each(
+    config: GatewayConfig,
+    client: httpx.AsyncClient,
+    paths: dict[str, str],
+    operation: str,
+    *,
+    check: Callable[[httpx.Response, str], None] | None = None,
+    headers: Callable[[], Awaitable[dict[str, str]]] | None = None,
+    keep_errors: bool = False,
+) -> dict[str, httpx.Response | TransientGatewayError]:
+    """GET ``paths[item]`` for every item, ``config.concurrency`` at a time, with retries; return the replies.
+
+    A 404 is a reply, not an error: the gateway does not know the item. ``check(reply, operation)``
+    is called on each reply first, to raise GatewayError on rejected credentials. ``headers``
+    returns request headers such as a bearer token. With ``keep_errors`` an item whose GET failed
+    on every attempt gets its TransientGatewayError as the result, and one warning counts them.
+    Without it, the first such error cancels the other GETs and is raised.
+    """
+    semaphore = asyncio.Semaphore(config.concurrency)
+
+    async def one(item: str, path: str) -> tuple[str, httpx.Response | TransientGatewayError]:
+        async with semaphore:
+            request_headers = await headers() if headers else None
+
+            async def get() -> httpx.Response:
+                response = await client.get(path, headers=request_headers)
+                if check:
+                    check(response, operation)
+                if response.status_code != 404:
+                    raise_for_status(response, operation)
+                return response
+
+            try:
+                return item, await call_with_retries(config, operation, get)
+            except TransientGatewayError as exc:
+                if not keep_errors:
+                    raise
+                return item, exc
+
+    replies = dict(await gather_or_cancel(one(item, path) for item, path in paths.items()))
+    failed = [reply for reply in replies.values() if isinstance(reply, TransientGatewayError)]
+    if failed:
+        log.warning(
+            "%d of %d %s queries failed after %d attempts (last error: %s); they stay pending",
+            len(failed), len(paths), operation, config.max_attempts, failed[-1],
+        )
+    return replies
+
+
+def statuses_from(
+    replies: dict[str, httpx.Response | TransientGatewayError],
+    unknown: str,
+    parse: Callable[[Any], tuple[str, str | None]],
+) -> dict[str, tuple[str, str | None]]:
+    """Turn :func:`get_each` status replies into ``{id: (state, detail)}``.
+
+    A failed query and an id the gateway does not know (404, detail ``unknown``) stay pending, so
+    that the delivery expires at its channel's deadline rather than failing on a guess. ``parse``
+    reads a found reply's JSON body.
+    """
+    result: dict[str, tuple[str, str | None]] = {}
+    for item, reply in replies.items():
+        if isinstance(reply, TransientGatewayError):
+            result[item] = ("pending", f"status query failed: {reply}")
+        elif reply.status_code == 404:
+            result[item] = ("pending", unknown)
+        else:
+            result[item] = parse(reply.json())
+    return result

@@ -25,7 +25,9 @@ from invoice_delivery.channels.base import (
     TransientGatewayError,
     call_with_retries,
     gather_or_cancel,
+    get_each,
     raise_for_status,
+    statuses_from,
 )
 
 CREDENTIAL_STATUSES = (401, 403)
@@ -52,6 +54,7 @@ def _check_credentials(response: httpx.Response, operation: str) -> None:
             f"{operation}: the access point rejected the credentials with HTTP {response.status_code}; "
             "check the connection's login and password"
         )
+
 
 
 def rejection_reason(response: httpx.Response) -> str:
@@ -152,23 +155,11 @@ class EinvoiceClient:
             TransientGatewayError: the access point was unreachable or failed on every attempt.
             GatewayError: the access point rejected the credentials (401, 403).
         """
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        paths = {key: f"/documents/by-idempotency-key/{quote(key, safe='')}" for key in keys}
         async with self._client() as client:
-
-            async def one(key: str) -> tuple[str, str | None]:
-                async with semaphore:
-
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"/documents/by-idempotency-key/{quote(key, safe='')}")
-                        _check_credentials(response, "e-invoice lookup")
-                        if response.status_code != 404:
-                            raise_for_status(response, "e-invoice lookup")
-                        return response
-
-                    response = await call_with_retries(self.config, "e-invoice lookup", get)
-                    return key, None if response.status_code == 404 else str(response.json()["transmission_id"])
-
-            return dict(await gather_or_cancel(one(key) for key in keys))
+            replies = await get_each(self.config, client, paths, "e-invoice lookup", check=_check_credentials)
+        return {key: None if reply.status_code == 404 else str(reply.json()["transmission_id"])
+                for key, reply in replies.items()}
 
     async def status(self, message_ids: list[str]) -> dict[str, tuple[str, str | None]]:
         """Return ``{transmission id: (state, detail)}`` with state delivered, failed or pending.
@@ -181,36 +172,9 @@ class EinvoiceClient:
         Raises:
             GatewayError: the access point rejected the credentials (401, 403).
         """
-        semaphore = asyncio.Semaphore(self.config.concurrency)
-        errors: list[TransientGatewayError] = []
+        paths = {transmission_id: f"/documents/{quote(transmission_id, safe='')}/status"
+                 for transmission_id in message_ids}
         async with self._client() as client:
-
-            async def one(transmission_id: str) -> tuple[str, tuple[str, str | None]]:
-                async with semaphore:
-
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"/documents/{quote(transmission_id, safe='')}/status")
-                        _check_credentials(response, "e-invoice status")
-                        if response.status_code != 404:
-                            raise_for_status(response, "e-invoice status")
-                        return response
-
-                    try:
-                        response = await call_with_retries(self.config, "e-invoice status", get)
-                    except TransientGatewayError as exc:
-                        errors.append(exc)
-                        return transmission_id, ("pending", f"status query failed: {exc}")
-                    if response.status_code == 404:
-                        return transmission_id, ("pending", "transmission id unknown to the access point")
-                    return transmission_id, normalise_status(response.json())
-
-            result = dict(await gather_or_cancel(one(transmission_id) for transmission_id in message_ids))
-        if errors:
-            log.warning(
-                "%d of %d e-invoice status queries failed after %d attempts (last error: %s); they stay pending",
-                len(errors),
-                len(message_ids),
-                self.config.max_attempts,
-                errors[-1],
-            )
-        return result
+            replies = await get_each(self.config, client, paths, "e-invoice status",
+                                     check=_check_credentials, keep_errors=True)
+        return statuses_from(replies, "transmission id unknown to the access point", normalise_status)

@@ -44,7 +44,7 @@ from invoice_delivery.channels.base import (
     UnansweredError,
     call_with_retries,
     gather_or_cancel,
-    raise_for_status,
+    get_each,
 )
 
 MESSAGE_ID_DOMAIN = "invoice-delivery"
@@ -326,29 +326,21 @@ class EmailClient:
             # (the simulator, ESPs) can resolve a lost reply.
             raise ValueError("e-mail lookup needs the connection's extra 'lookup_url', the gateway's HTTP base URL")
         auth = (self.config.login, self.config.password or "") if self.config.login else None
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        paths = {key: f"/email/messages/by-message-id/{quote(key, safe='')}" for key in keys}
         async with httpx.AsyncClient(
             base_url=self.lookup_url,
             auth=auth,
             timeout=self.config.timeout_s,
             limits=httpx.Limits(max_connections=self.config.concurrency),
         ) as client:
+            replies = await get_each(self.config, client, paths, "e-mail lookup", check=_check_lookup_credentials)
+        return {key: None if reply.status_code == 404 else str(reply.json()["message_id"])
+                for key, reply in replies.items()}
 
-            async def one(key: str) -> tuple[str, str | None]:
-                async with semaphore:
 
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"/email/messages/by-message-id/{quote(key, safe='')}")
-                        if response.status_code in CREDENTIAL_STATUSES:
-                            raise GatewayError(
-                                f"e-mail lookup: the gateway rejected the credentials with HTTP "
-                                f"{response.status_code}; check the connection's login and password"
-                            )
-                        if response.status_code != 404:
-                            raise_for_status(response, "e-mail lookup")
-                        return response
-
-                    response = await call_with_retries(self.config, "e-mail lookup", get)
-                    return key, None if response.status_code == 404 else str(response.json()["message_id"])
-
-            return dict(await gather_or_cancel(one(key) for key in keys))
+def _check_lookup_credentials(response: httpx.Response, operation: str) -> None:
+    if response.status_code in CREDENTIAL_STATUSES:
+        raise GatewayError(
+            f"{operation}: the gateway rejected the credentials with HTTP {response.status_code}; "
+            "check the connection's login and password"
+        )

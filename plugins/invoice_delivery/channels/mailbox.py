@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -21,7 +22,9 @@ from invoice_delivery.channels.base import (
     SendOutcome,
     TransientGatewayError,
     call_with_retries,
+    get_each,
     raise_for_status,
+    statuses_from,
 )
 
 USERMATCH_CHUNK = 1_000
@@ -36,6 +39,16 @@ class MailboxMessage:
     delivery_id: int
     idempotency_key: str
     payload: bytes  # the rendered content request, JSON
+
+
+def _content_status(body: dict[str, Any]) -> tuple[str, str | None]:
+    """Return (state, detail) of a content status reply: delivered with its channel, failed, or pending."""
+    state = STATUS_STATES.get(body.get("status"), "pending")
+    if state == "delivered":
+        return state, body.get("delivered_via")
+    if state == "failed":
+        return state, "the mailbox gateway reported the content as not delivered"
+    return state, None
 
 
 class MailboxClient:
@@ -111,23 +124,11 @@ class MailboxClient:
 
     async def lookup(self, keys: list[str]) -> dict[str, str | None]:
         """Return ``{idempotency key: content key or None}``."""
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        paths = {key: f"{self.prefix}/content/by-idempotency-key/{quote(key, safe='')}" for key in keys}
         async with self._client() as client:
-
-            async def one(key: str) -> tuple[str, str | None]:
-                async with semaphore:
-                    headers = await self._bearer(client)
-
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"{self.prefix}/content/by-idempotency-key/{key}", headers=headers)
-                        if response.status_code != 404:
-                            raise_for_status(response, "mailbox lookup")
-                        return response
-
-                    response = await call_with_retries(self.config, "mailbox lookup", get)
-                    return key, None if response.status_code == 404 else str(response.json()["key"])
-
-            return dict(await asyncio.gather(*(one(key) for key in keys)))
+            replies = await get_each(self.config, client, paths, "mailbox lookup",
+                                     headers=lambda: self._bearer(client))
+        return {key: None if reply.status_code == 404 else str(reply.json()["key"]) for key, reply in replies.items()}
 
     async def status(self, message_ids: list[str]) -> dict[str, tuple[str, str | None]]:
         """Return ``{content key: (state, detail)}`` with state delivered, failed or pending.
@@ -141,38 +142,8 @@ class MailboxClient:
             TransientGatewayError: no access token could be had within the retries.
             RejectedError: the gateway rejected the client credentials or the tenant.
         """
-        semaphore = asyncio.Semaphore(self.config.concurrency)
-        errors: list[TransientGatewayError] = []
+        paths = {key: f"{self.prefix}/content/{quote(key, safe='')}/status" for key in message_ids}
         async with self._client() as client:
-
-            async def one(key: str) -> tuple[str, tuple[str, str | None]]:
-                async with semaphore:
-                    headers = await self._bearer(client)
-
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"{self.prefix}/content/{quote(key, safe='')}/status",
-                                                    headers=headers)
-                        if response.status_code != 404:
-                            raise_for_status(response, "mailbox status")
-                        return response
-
-                    try:
-                        response = await call_with_retries(self.config, "mailbox status", get)
-                    except TransientGatewayError as exc:
-                        errors.append(exc)
-                        return key, ("pending", f"status query failed: {exc}")
-                    if response.status_code == 404:
-                        return key, ("pending", "content key unknown to the mailbox gateway")
-                    body = response.json()
-                    state = STATUS_STATES.get(body.get("status"), "pending")
-                    if state == "delivered":
-                        return key, (state, body.get("delivered_via"))
-                    if state == "failed":
-                        return key, (state, "the mailbox gateway reported the content as not delivered")
-                    return key, (state, None)
-
-            result = dict(await asyncio.gather(*(one(key) for key in message_ids)))
-        if errors:
-            log.warning("%d of %d mailbox status queries failed after %d attempts (last error: %s); they stay pending",
-                        len(errors), len(message_ids), self.config.max_attempts, errors[-1])
-        return result
+            replies = await get_each(self.config, client, paths, "mailbox status",
+                                     headers=lambda: self._bearer(client), keep_errors=True)
+        return statuses_from(replies, "content key unknown to the mailbox gateway", _content_status)

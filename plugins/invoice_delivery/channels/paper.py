@@ -27,7 +27,9 @@ from invoice_delivery.channels.base import (
     TransientGatewayError,
     call_with_retries,
     gather_or_cancel,
+    get_each,
     raise_for_status,
+    statuses_from,
 )
 
 CREDENTIAL_STATUSES = (401, 403)
@@ -54,6 +56,7 @@ def _check_credentials(response: httpx.Response, operation: str) -> None:
             f"{operation}: the print partner rejected the credentials with HTTP {response.status_code}; "
             "check the connection's login and password"
         )
+
 
 
 def job_body(message: PaperMessage) -> dict[str, Any]:
@@ -159,23 +162,11 @@ class PaperClient:
             TransientGatewayError: the partner was unreachable or failed on every attempt.
             GatewayError: the partner rejected the credentials (401, 403).
         """
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        paths = {key: f"/print-jobs/by-idempotency-key/{quote(key, safe='')}" for key in keys}
         async with self._client() as client:
-
-            async def one(key: str) -> tuple[str, str | None]:
-                async with semaphore:
-
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"/print-jobs/by-idempotency-key/{quote(key, safe='')}")
-                        _check_credentials(response, "print job lookup")
-                        if response.status_code != 404:
-                            raise_for_status(response, "print job lookup")
-                        return response
-
-                    response = await call_with_retries(self.config, "print job lookup", get)
-                    return key, None if response.status_code == 404 else str(response.json()["job_id"])
-
-            return dict(await gather_or_cancel(one(key) for key in keys))
+            replies = await get_each(self.config, client, paths, "print job lookup", check=_check_credentials)
+        return {key: None if reply.status_code == 404 else str(reply.json()["job_id"])
+                for key, reply in replies.items()}
 
     async def status(self, message_ids: list[str]) -> dict[str, tuple[str, str | None]]:
         """Return ``{job id: (state, detail)}`` with state delivered, failed or pending.
@@ -188,36 +179,8 @@ class PaperClient:
         Raises:
             GatewayError: the partner rejected the credentials (401, 403).
         """
-        semaphore = asyncio.Semaphore(self.config.concurrency)
-        errors: list[TransientGatewayError] = []
+        paths = {job_id: f"/print-jobs/{quote(job_id, safe='')}" for job_id in message_ids}
         async with self._client() as client:
-
-            async def one(job_id: str) -> tuple[str, tuple[str, str | None]]:
-                async with semaphore:
-
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"/print-jobs/{quote(job_id, safe='')}")
-                        _check_credentials(response, "print job status")
-                        if response.status_code != 404:
-                            raise_for_status(response, "print job status")
-                        return response
-
-                    try:
-                        response = await call_with_retries(self.config, "print job status", get)
-                    except TransientGatewayError as exc:
-                        errors.append(exc)
-                        return job_id, ("pending", f"status query failed: {exc}")
-                    if response.status_code == 404:
-                        return job_id, ("pending", "job id unknown to the print partner")
-                    return job_id, normalise_status(response.json())
-
-            result = dict(await gather_or_cancel(one(job_id) for job_id in message_ids))
-        if errors:
-            log.warning(
-                "%d of %d print job status queries failed after %d attempts (last error: %s); they stay pending",
-                len(errors),
-                len(message_ids),
-                self.config.max_attempts,
-                errors[-1],
-            )
-        return result
+            replies = await get_each(self.config, client, paths, "print job status",
+                                     check=_check_credentials, keep_errors=True)
+        return statuses_from(replies, "job id unknown to the print partner", normalise_status)

@@ -37,6 +37,7 @@ from invoice_delivery.channels.base import (
     UnansweredError,
     call_with_retries,
     gather_or_cancel,
+    get_each,
     raise_for_status,
 )
 
@@ -208,20 +209,7 @@ class PushClient:
             TransientGatewayError: the gateway was unreachable or failed on every attempt.
             GatewayError: the gateway rejected the credentials or the project (401, 403).
         """
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        paths = {key: f"{self.prefix}/by-idempotency-key/{quote(key, safe='')}" for key in keys}
         async with self._client() as client:
-
-            async def one(key: str) -> tuple[str, str | None]:
-                async with semaphore:
-
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"{self.prefix}/by-idempotency-key/{quote(key, safe='')}")
-                        _check_credentials(response, "push lookup")
-                        if response.status_code != 404:
-                            raise_for_status(response, "push lookup")
-                        return response
-
-                    response = await call_with_retries(self.config, "push lookup", get)
-                    return key, None if response.status_code == 404 else str(response.json()["name"])
-
-            return dict(await gather_or_cancel(one(key) for key in keys))
+            replies = await get_each(self.config, client, paths, "push lookup", check=_check_credentials)
+        return {key: None if reply.status_code == 404 else str(reply.json()["name"]) for key, reply in replies.items()}

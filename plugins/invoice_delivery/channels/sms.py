@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -23,6 +24,7 @@ from invoice_delivery.channels.base import (
     SendOutcome,
     TransientGatewayError,
     call_with_retries,
+    get_each,
     raise_for_status,
 )
 
@@ -110,18 +112,8 @@ class SmsClient:
 
     async def lookup(self, keys: list[str]) -> dict[str, str | None]:
         """Return ``{idempotency key: message id or None}``: None when the gateway never accepted it."""
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        paths = {key: f"/sms/messages/by-ref/{quote(key, safe='')}" for key in keys}
         async with self._client() as client:
-
-            async def one(key: str) -> tuple[str, str | None]:
-                async with semaphore:
-                    async def get() -> httpx.Response:
-                        response = await client.get(f"/sms/messages/by-ref/{key}")
-                        if response.status_code != 404:
-                            raise_for_status(response, "SMS lookup by reference")
-                        return response
-
-                    response = await call_with_retries(self.config, "SMS lookup", get)
-                    return key, None if response.status_code == 404 else str(response.json()["messageId"])
-
-            return dict(await asyncio.gather(*(one(key) for key in keys)))
+            replies = await get_each(self.config, client, paths, "SMS lookup")
+        return {key: None if reply.status_code == 404 else str(reply.json()["messageId"])
+                for key, reply in replies.items()}

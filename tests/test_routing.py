@@ -89,13 +89,13 @@ def _extracted_batch(conn, count: int) -> int:
 
 def test_route_batch_stores_plans_and_attempts(conn):
     batch_id = _extracted_batch(conn, 200)
-    taken = conn.execute("SELECT min(invoice_id) AS i FROM delivery.document").fetchone()["i"]
-    conn.execute("UPDATE delivery.document SET status = 'quarantined' WHERE invoice_id = %s", (taken,))
+    quarantined_id = conn.execute("SELECT min(invoice_id) AS i FROM delivery.document").fetchone()["i"]
+    conn.execute("UPDATE delivery.document SET status = 'quarantined' WHERE invoice_id = %s", (quarantined_id,))
 
     counts = route_batch(conn, ROUTE_CTX, batch_id, enabled=("sms", "email", "paper"))
 
     documents = conn.execute("SELECT invoice_id, status, plan, purpose, reason FROM delivery.document"
-                             " WHERE invoice_id <> %s", (taken,)).fetchall()
+                             " WHERE invoice_id <> %s", (quarantined_id,)).fetchall()
     routed = [d for d in documents if d["status"] == "routed"]
     unroutable = [d for d in documents if d["status"] == "unroutable"]
     assert counts == {"routed": len(routed), "unroutable": len(unroutable)}
@@ -114,6 +114,7 @@ def test_route_batch_stores_plans_and_attempts(conn):
     events = conn.execute("SELECT count(*) AS n FROM delivery.audit_event WHERE event_type = 'document_status_changed'"
                           " AND run_id = %s", (ROUTE_CTX.run_id,)).fetchone()
     assert events["n"] == 199
-    left = conn.execute("SELECT status, plan FROM delivery.document WHERE invoice_id = %s", (taken,)).fetchone()
+    left = conn.execute("SELECT status, plan FROM delivery.document WHERE invoice_id = %s",
+                        (quarantined_id,)).fetchone()
     assert left == {"status": "quarantined", "plan": None}
 

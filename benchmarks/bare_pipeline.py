@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pdf-timing", action="store_true",
                         help="report the wall and CPU seconds of rendering mailbox and paper documents")
     args = parser.parse_args(argv)
+    if args.max_batches < 0:
+        parser.error(f"--max-batches must be 0 (all) or more, got {args.max_batches}")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     print(json.dumps(run(args)))
     return 0

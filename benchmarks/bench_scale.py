@@ -82,7 +82,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plots-dir", type=Path, default=None, help="write the PNG plots here (default: log folder)")
     parser.add_argument("--seed", type=int, default=11, help="seed of the generated invoices (default 11)")
     parser.add_argument("--log-dir", type=Path, default=None, help="log folder (default .data/bench/scale-<time>)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        latency.parse_schedules(args.latency_schedules)
+    except ValueError as exc:
+        parser.error(f"--latency-schedules: {exc}")
+    return args
 
 
 def copy_database(server, source: str, name: str) -> None:

@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots-dir", type=Path, default=None, help="write the latency plot here")
     parser.add_argument("--log-dir", type=Path, default=None, help="log folder (default .data/bench/latency-<time>)")
     args = parser.parse_args(argv)
+    try:
+        schedules = parse_schedules(args.schedules)
+    except ValueError as exc:
+        parser.error(str(exc))
     exit_on_sigterm()
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -266,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             server.ensure_database("airflow")
             env = airflow_run.airflow_environment(base, server, target, logs / "airflow", "airflow")
             devenv.run_airflow(["db", "migrate"], env, log_file=logs / "airflow-db-migrate.log")
-            for interval in parse_schedules(args.schedules):
+            for interval in schedules:
                 print(f"latency at a {schedule_name(interval)} schedule: {args.seconds:.0f}s of arrivals ...",
                       flush=True)
                 result = measure(server, base, logs, interval_s=interval, seconds=args.seconds, rate=args.rate,

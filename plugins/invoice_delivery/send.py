@@ -221,6 +221,8 @@ def send_batch(conn: psycopg.Connection, ctx: RunContext, batch_id: int,
 
     ``conn`` must not be in autocommit mode.
     """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     resend = _resolve_unfinished(conn, ctx, batch_id, clients)
     _defer_quiet(conn, batch_id, datetime.now(UTC))
     claimed = _claim(conn, ctx, batch_id)

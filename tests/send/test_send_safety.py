@@ -185,3 +185,10 @@ def test_sigkill_mid_send_then_retry(conn, invoice_db, simulator, rendered_batch
                             " WHERE state = 'accepted' GROUP BY 1").fetchall()
     for row in accepted:
         assert stats[row["channel"]]["messages_accepted"] == row["n"], f"{row['channel']}: gateway and ledger differ"
+
+
+def test_chunk_size_below_one_rejected(conn):
+    with pytest.raises(ValueError, match="chunk_size must be at least 1, got 0"):
+        render_batch(conn, CTX, 1, chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size must be at least 1, got 0"):
+        send_batch(conn, CTX, 1, {}, chunk_size=0)

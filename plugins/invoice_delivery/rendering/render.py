@@ -351,6 +351,8 @@ def render_batch(
     :func:`invoice_delivery.quiet_hours.configured_window`. Returns the counts ``rendered``,
     ``failed`` and ``deferred`` (rendered, but held back by quiet hours).
     """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     renderer = renderer or Renderer()
     now = now or datetime.now(UTC)
     window = configured_window()
